@@ -1,0 +1,167 @@
+"""Run directories on disk: weights, resumable training state, config, scaler, metadata.
+
+Everything is written atomically and read without unpickling: tensors live in safetensors files,
+everything else in JSON or YAML (safe_load). A folder that is not a run, a truncated file or a
+feature list that does not match the data is refused with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hftraining import atomic
+from hftraining.config import Config, load_config, to_yaml
+from hftraining.data.panel import Scaler
+from hftraining.errors import UserError
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.yaml"
+SCALER = "scaler.json"
+FEATURES = "features.json"
+METADATA = "metadata.json"
+LAST = "last"
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic.atomic_write(path, lambda tmp: save_file(flat, str(tmp)))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not a readable safetensors checkpoint ({reason}); it may be truncated") from None
+
+
+def versions() -> dict[str, str]:
+    import pandas
+
+    from hftraining import __version__
+
+    return {"hftraining": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "pandas": pandas.__version__, "python": platform.python_version()}
+
+
+def save_run_files(run_dir: Path, config: Config, scaler: Scaler, metadata: dict) -> None:
+    atomic.write_text(run_dir / CONFIG, to_yaml(config))
+    atomic.write_json(run_dir / SCALER, scaler.to_dict())
+    atomic.write_json(run_dir / FEATURES, scaler.feature_names)
+    atomic.write_json(run_dir / METADATA, metadata)
+
+
+def update_metadata(run_dir: Path, **fields: Any) -> dict:
+    meta = read_json(run_dir / METADATA)
+    meta.update(fields)
+    atomic.write_json(run_dir / METADATA, meta)
+    return meta
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
+@dataclass
+class RunFiles:
+    """A trained run loaded back: what `backtest`, `finetune` and `paper` start from."""
+
+    path: Path
+    config: Config
+    scaler: Scaler
+    metadata: dict
+    weights: dict[str, torch.Tensor]
+
+
+def open_run(path: str | Path, weights: str = WEIGHTS) -> RunFiles:
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise UserError(f"--model {run_dir}: no such folder")
+    missing = [name for name in (CONFIG, SCALER, METADATA, weights) if not (run_dir / name).is_file()]
+    if missing:
+        raise UserError(f"--model {run_dir}: not a run folder (missing {', '.join(missing)}); "
+                        "pass a folder under runs/models/...")
+    config = load_config(run_dir / CONFIG)
+    scaler = Scaler.from_dict(read_json(run_dir / SCALER))
+    metadata = read_json(run_dir / METADATA)
+    return RunFiles(run_dir, config, scaler, metadata, load_tensors(run_dir / weights))
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
+    """Strict load: a shape or key mismatch is one line naming the first difference."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise UserError(f"{where}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, tensor in weights.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise UserError(f"{where}: weight {name} has shape {tuple(tensor.shape)}, the model needs "
+                            f"{tuple(expected[name].shape)} (different config or feature list)")
+    model.load_state_dict(weights, strict=True)
+
+
+# --- resumable training state -------------------------------------------------------------------
+
+def save_training_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        generator: torch.Generator, state: dict) -> None:
+    """Everything needed to continue bit-identically: weights, optimizer moments, RNG states, counters."""
+    last = run_dir / LAST
+    last.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_state = optimizer.state_dict()
+    groups = opt_state["param_groups"]
+    for param_id, param_state in opt_state["state"].items():
+        for key, value in param_state.items():
+            tensors[f"optim.{param_id}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.generator"] = generator.get_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    save_tensors(last / "state.safetensors", tensors)
+    atomic.write_json(last / "state.json", {**state, "param_groups": groups})
+
+
+def load_training_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        generator: torch.Generator) -> dict:
+    last = run_dir / LAST
+    if not (last / "state.json").is_file() or not (last / "state.safetensors").is_file():
+        raise UserError(f"--resume {run_dir}: no resumable checkpoint in {last}")
+    state = read_json(last / "state.json")
+    tensors = load_tensors(last / "state.safetensors")
+    load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, last)
+    opt_state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, param_id, name = key.split(".", 2)
+            opt_state.setdefault(int(param_id), {})[name] = value
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.generator"])
+    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    return state
+
+
+def find_resumable(run_dir: Optional[Path]) -> Optional[Path]:
+    if run_dir is not None and (run_dir / LAST / "state.json").is_file():
+        return run_dir
+    return None

@@ -1,0 +1,372 @@
+"""`hftrain`: parse the command line, build the config, dispatch to library functions. No work lives here.
+
+Mistakes the user can fix (a bad flag, config, data file or symbol) print one line on stderr and
+exit with code 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import click
+import typer
+
+from hftraining.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train trading models on market bars and judge them by out-of-sample net profit.")
+data_app = typer.Typer(no_args_is_help=True, help="Fetch, validate and inspect bars.")
+config_app = typer.Typer(no_args_is_help=True, help="Show or validate configs.")
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+
+# Options that take several values after one flag (`--stocks AAPL MSFT`); main() rewrites them.
+MULTI_VALUE_OPTIONS = {"--stocks", "--base-stocks", "--models", "--seeds", "--symbols"}
+
+STATE: dict[str, Any] = {"debug": False}
+
+# --- common options ----------------------------------------------------------------------------
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (see configs/).")
+SetOpt = typer.Option(None, "--set", help="Override a config key: --set training.max_steps=100 (repeatable).")
+OutOpt = typer.Option(None, "--out", help="Output root (default runs/; paths.root).")
+SourceOpt = typer.Option(None, "--source", help="auto | yahoo | csv | synthetic.")
+DataDirOpt = typer.Option(None, "--data-dir", help="Folder of <SYMBOL>.csv files (implies --source csv when auto).")
+StartOpt = typer.Option(None, "--start", help="First date YYYY-MM-DD.")
+EndOpt = typer.Option(None, "--end", help="Last date YYYY-MM-DD.")
+StepsOpt = typer.Option(None, "--steps", help="Optimizer steps (training.max_steps).")
+DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda.")
+SeedOpt = typer.Option(None, "--seed", help="Random seed (training.seed).")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON summary as the last line of stdout.")
+BackendOpt = typer.Option(None, "--forecast-backend", help="toto | chronos | statistical | none.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def build_config(config: Optional[Path], set_: Optional[List[str]], out: Optional[Path], source: Optional[str],
+                 data_dir: Optional[Path], start: Optional[str], end: Optional[str], steps: Optional[int],
+                 device: Optional[str], seed: Optional[int], forecast_backend: Optional[str] = None,
+                 symbols: Optional[list[str]] = None, extra: Optional[dict] = None):
+    from hftraining.config import load_config
+
+    if source is None and data_dir is not None:
+        source = "csv"
+    updates = {
+        "paths.root": str(out) if out else None, "data.source": source,
+        "data.data_dir": str(data_dir) if data_dir else None, "data.start": start, "data.end": end,
+        "training.max_steps": steps, "training.device": device, "training.seed": seed,
+        "data.forecast_backend": forecast_backend, "data.symbols": symbols, **(extra or {}),
+    }
+    cfg = load_config(config, set_, updates)
+    if steps is not None and cfg.training.warmup_steps >= steps:
+        cfg.training.warmup_steps = max(0, steps // 10)
+    if steps is not None and cfg.training.eval_every > steps:
+        cfg.training.eval_every = steps
+    return cfg
+
+
+def emit_json(summary: dict) -> None:
+    sys.stdout.write(json.dumps(summary, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def not_yet(command: str) -> None:
+    raise UserError(f"hftrain {command}: not yet available in this version")
+
+
+def _symbols(values: Optional[List[str]]) -> list[str]:
+    from hftraining.layout import parse_symbols
+
+    return parse_symbols(values or [])
+
+
+# --- training commands -------------------------------------------------------------------------
+
+@app.command()
+def single(
+    stock: str = typer.Option("AAPL", "--stock", "-s", help="Ticker to train on."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
+    config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+    source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
+    end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
+    seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Train one stock: data -> features -> model -> profit objective -> validation -> test report."""
+    from hftraining.train_with_profit import print_summary, run_single
+
+    if resume is not None:
+        from hftraining.config import load_config
+
+        if not (resume / "config.yaml").is_file():
+            raise UserError(f"--resume {resume}: not a run folder (no config.yaml)")
+        cfg = load_config(resume / "config.yaml", set_)
+        stock = cfg.data.symbols[0]
+    else:
+        cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
+                           symbols=_symbols([stock]))
+    run = run_single(cfg.data.symbols[0] if resume else stock, cfg, resume=resume, progress=not quiet)
+    print_summary(run)
+    if json_:
+        emit_json(run.summary)
+
+
+@app.command()
+def forecast(
+    stocks: List[str] = typer.Option(..., "--stocks", help="Tickers (space or comma separated)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="statistical | chronos | toto."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id or local folder for the backend."),
+    config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+    source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
+    end: Optional[str] = EndOpt, device: Optional[str] = DeviceOpt, json_: bool = JsonOpt,
+):
+    """Precompute forecast features into the cache and report windows, seconds and cache hits."""
+    from hftraining.forecast_command import run_forecast
+
+    extra = {}
+    chosen = backend
+    if model is not None:
+        if chosen is None:
+            raise UserError("--model needs --backend (toto or chronos)")
+        extra["data.toto_model_id" if chosen == "toto" else "data.chronos_model_id"] = model
+    if device is not None and chosen in ("toto", "chronos"):
+        extra[f"data.{chosen}_device"] = device
+    cfg = build_config(config, set_, out, source, data_dir, start, end, None, None, None, chosen,
+                       symbols=_symbols(stocks), extra=extra)
+    summary = run_forecast(cfg)
+    if json_:
+        emit_json(summary)
+
+
+@app.command()
+def base(
+    stocks: List[str] = typer.Option(None, "--stocks", "--base-stocks", help="Tickers for the base model."),
+    finetune: bool = typer.Option(True, "--finetune/--no-finetune", help="Fine-tune each stock after base."),
+    base_steps: Optional[int] = typer.Option(None, "--base-steps", help="Optimizer steps of the base model."),
+    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", help="Fine-tune passes per stock."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per optimizer step."),
+    compare_single: bool = typer.Option(False, "--compare-single", help="Also train each stock from scratch."),
+    config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+    source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
+    end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
+    seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Train one base model on many stocks, then fine-tune it per stock."""
+    try:
+        from hftraining.base_model_trainer import run_base_command
+    except ImportError:
+        not_yet("base")
+    run_base_command(**locals())
+
+
+@app.command(name="finetune")
+def finetune_cmd(
+    stock: str = typer.Option(..., "--stock", "-s", help="Ticker to fine-tune on."),
+    base_run: Path = typer.Option(..., "--base", help="Base run folder (runs/models/base/<run>)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the stock's training windows."),
+    config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+    source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
+    end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
+    seed: Optional[int] = SeedOpt, json_: bool = JsonOpt, quiet: bool = QuietOpt,
+):
+    """Fine-tune a base model on one stock."""
+    try:
+        from hftraining.base_model_trainer import run_finetune_command
+    except ImportError:
+        not_yet("finetune")
+    run_finetune_command(**locals())
+
+
+@app.command()
+def portfolio(
+    pairs: List[str] = typer.Option(..., "--pairs", help="A group like AAPL,MSFT (repeat for more groups)."),
+    base_run: Optional[Path] = typer.Option(None, "--base", help="Initialise the encoder from a base run."),
+    config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+    source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
+    end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
+    seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Learn softmax allocations over each group of assets, rebalanced every horizon."""
+    try:
+        from hftraining.portfolio import run_portfolio_command
+    except ImportError:
+        not_yet("portfolio")
+    run_portfolio_command(**locals())
+
+
+@app.command()
+def pipeline(
+    stocks: List[str] = typer.Option(..., "--stocks", help="Tickers for base + fine-tune."),
+    pairs: List[str] = typer.Option(..., "--pairs", help="Groups for the portfolio stage (repeatable)."),
+    config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+    source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
+    end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
+    seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Base model -> fine-tune per stock -> portfolio over the pairs."""
+    try:
+        from hftraining.base_model_trainer import run_pipeline_command
+    except ImportError:
+        not_yet("pipeline")
+    run_pipeline_command(**locals())
+
+
+@app.command()
+def backtest(
+    model: Path = typer.Option(..., "--model", help="Run folder of a trained model."),
+    stock: Optional[str] = typer.Option(None, "--stock", "-s", help="Ticker (default: the model's)."),
+    cost_bps: Optional[float] = typer.Option(None, "--cost-bps", help="Cost per unit turnover in bps."),
+    config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+    source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
+    end: Optional[str] = EndOpt, device: Optional[str] = DeviceOpt, json_: bool = JsonOpt,
+):
+    """Run a trained model over chosen dates with the ProfitTracker and write a report."""
+    try:
+        from hftraining.backtest import run_backtest_command
+    except ImportError:
+        not_yet("backtest")
+    run_backtest_command(**locals())
+
+
+# --- data and config ---------------------------------------------------------------------------
+
+def _load_for_data(stocks, out, source, data_dir, start, end, config=None, set_=None):
+    from hftraining.data import load_bars
+    from hftraining.layout import Layout
+
+    cfg = build_config(config, set_, out, source, data_dir, start, end, None, None, None,
+                       symbols=_symbols(stocks))
+    layout = Layout.at(cfg.paths.root)
+    return [(symbol, load_bars(symbol, cfg.data, layout.raw_data)) for symbol in cfg.data.symbols]
+
+
+@data_app.command("fetch")
+def data_fetch(stocks: List[str] = typer.Option(..., "--stocks"), out: Optional[Path] = OutOpt,
+               source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
+               start: Optional[str] = StartOpt, end: Optional[str] = EndOpt, json_: bool = JsonOpt):
+    """Download (or load) bars into the raw cache and say what was stored."""
+    from hftraining.data.bars import summarize
+
+    rows = {symbol: {**summarize(bars), "origin": bars.attrs.get("origin")}
+            for symbol, bars in _load_for_data(stocks, out, source or "yahoo", data_dir, start, end)}
+    for symbol, info in rows.items():
+        typer.echo(f"{symbol}: {info['rows']} bars {info['first_date']} .. {info['last_date']} ({info['origin']})",
+                   err=True)
+    if json_:
+        emit_json(rows)
+
+
+@data_app.command("validate")
+def data_validate(stocks: List[str] = typer.Option(..., "--stocks"), out: Optional[Path] = OutOpt,
+                  source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
+                  start: Optional[str] = StartOpt, end: Optional[str] = EndOpt, json_: bool = JsonOpt):
+    """Check bars (dates, prices, OHLC consistency) and print a summary per symbol."""
+    from hftraining.data.bars import summarize
+
+    rows = {symbol: summarize(bars) for symbol, bars in _load_for_data(stocks, out, source, data_dir, start, end)}
+    for symbol, info in rows.items():
+        typer.echo(f"{symbol}: ok, " + ", ".join(f"{k}={v}" for k, v in info.items()), err=True)
+    if json_:
+        emit_json(rows)
+
+
+@data_app.command("show")
+def data_show(stock: str = typer.Option(..., "--stock", "-s"), rows: int = typer.Option(10, "--rows"),
+              out: Optional[Path] = OutOpt, source: Optional[str] = SourceOpt,
+              data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt, end: Optional[str] = EndOpt):
+    """Print the last bars of a symbol and its causal features."""
+    from hftraining.data.features import compute_features
+
+    [(symbol, bars)] = _load_for_data([stock], out, source, data_dir, start, end)
+    typer.echo(f"{symbol}: {bars.attrs.get('origin')}")
+    typer.echo(bars.tail(rows).to_string())
+    typer.echo(compute_features(bars).tail(rows).round(4).to_string())
+
+
+@config_app.command("show")
+def config_show(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+                describe: bool = typer.Option(False, "--describe", help="List every key with its default and meaning.")):
+    """Print the resolved config (file + overrides) as YAML."""
+    from hftraining.config import describe_fields, load_config, to_yaml
+
+    if describe:
+        for key, default, text in describe_fields():
+            typer.echo(f"{key:40} {default:28} {text}")
+        return
+    typer.echo(to_yaml(load_config(config, set_)), nl=False)
+
+
+@config_app.command("validate")
+def config_validate(paths: List[Path] = typer.Argument(..., help="YAML files to check.")):
+    """Validate config files; the first problem is reported with its dotted key."""
+    from hftraining.config import load_config
+
+    for path in paths:
+        load_config(path)
+        typer.echo(f"{path}: ok", err=True)
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+def expand_multi_value(argv: list[str]) -> list[str]:
+    """`--stocks A B C` -> `--stocks A --stocks B --stocks C` (click options take one value each)."""
+    out: list[str] = []
+    current: Optional[str] = None
+    for arg in argv:
+        if arg.startswith("-"):
+            current = arg if arg in MULTI_VALUE_OPTIONS else None
+            out.append(arg)
+        elif current is not None and out and out[-1] != current:
+            out.extend([current, arg])
+        else:
+            out.append(arg)
+    return out
+
+
+def setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("hftraining")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False
+    logging.captureWarnings(True)
+    warn_logger = logging.getLogger("py.warnings")
+    warn_logger.handlers[:] = [handler]
+    warn_logger.propagate = False
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    setup_logging(debug)
+    try:
+        app(args=expand_multi_value(argv), prog_name="hftrain", standalone_mode=False)
+    except UserError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except click.exceptions.UsageError as exc:
+        if debug:
+            raise
+        where = f" (hftrain {exc.ctx.command_path.split(' ', 1)[1]})" if exc.ctx and " " in exc.ctx.command_path else ""
+        sys.stderr.write(f"error: {exc.format_message()}{where}; see --help\n")
+        return 2
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""The typed, strict configuration tree: YAML in, dotted overrides, one validation, YAML out.
+
+Every stage receives its settings from here. Unknown keys are errors (with a did-you-mean hint)
+because a misspelt key that is silently ignored is a run that trained on something else.
+This module imports no torch so that `hftrain config validate` and the CLI start fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hftraining.errors import UserError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are refused, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+ForecastBackend = Literal["toto", "chronos", "statistical", "none"]
+
+
+class DataConfig(Section):
+    source: Literal["auto", "yahoo", "csv", "synthetic"] = Field(
+        "auto", description="Where bars come from: cache then Yahoo (auto), Yahoo, a CSV folder, or the synthetic market.")
+    data_dir: Optional[str] = Field(None, description="Folder of <SYMBOL>.csv files for the csv source.")
+    symbols: list[str] = Field(["AAPL"], description="Symbols to train on (single uses the first).")
+    start: Optional[str] = Field(None, description="First date to load (YYYY-MM-DD); None = all history.")
+    end: Optional[str] = Field(None, description="Last date to load (YYYY-MM-DD); None = up to the latest bar.")
+    interval: str = Field("1d", description="Bar interval for Yahoo downloads (daily bars are the tested path).")
+    periods_per_year: int = Field(252, gt=0, description="Bars per year, used to annualise Sharpe and CAGR.")
+    refresh: bool = Field(False, description="Yahoo: download bars newer than the cached ones before using the cache.")
+    context_length: int = Field(64, ge=2, description="Bars in one model window (the model sees bars t-L+1..t).")
+    horizon: int = Field(5, ge=1, description="Bars ahead predicted by the auxiliary head and forecast features.")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of usable bars in the validation range.")
+    test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of usable bars in the test range.")
+    embargo: Optional[int] = Field(
+        None, ge=0, description="Bars dropped between train/val and val/test; None = context_length + horizon.")
+    synthetic_bars: int = Field(3000, ge=100, description="Length of each synthetic series, in bars.")
+    synthetic_seed: int = Field(7, description="Seed of the synthetic market generator.")
+    use_toto_forecasts: bool = Field(True, description="Append forecast features (Toto by default) to every bar.")
+    forecast_backend: Optional[ForecastBackend] = Field(
+        None, description="Forecaster for features; None = toto if use_toto_forecasts else none.")
+    forecast_fallback: Literal["statistical", "error"] = Field(
+        "statistical", description="When the requested forecaster is unavailable: warn and use statistical, or stop.")
+    forecast_context_length: int = Field(
+        256, ge=8, description="Bars of price history per forecast window (a multiple of the model's patch size).")
+    forecast_batch_size: int = Field(256, ge=1, description="Forecast windows per model call.")
+    toto_model_id: str = Field("Datadog/Toto-Open-Base-1.0", description="Toto hub id or local checkpoint folder.")
+    toto_device: str = Field("cuda", description="Device for Toto (it requires CUDA).")
+    toto_horizon: int = Field(5, ge=1, description="Forecast horizon in bars for the forecast features.")
+    toto_num_samples: int = Field(2048, ge=1, description="Toto samples per window in samples mode.")
+    toto_samples_per_batch: int = Field(256, ge=1, description="Toto samples drawn per pass (divides num_samples).")
+    toto_mode: Literal["samples", "analytic"] = Field(
+        "samples", description="Toto: Monte Carlo samples, or mean/std read off the predicted mixture in one pass.")
+    toto_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="Toto compute dtype on CUDA.")
+    chronos_model_id: str = Field("amazon/chronos-bolt-small", description="Chronos hub id or local folder.")
+    chronos_device: str = Field("cpu", description="Device for Chronos (cpu or cuda; fp32 on CPU).")
+
+    @property
+    def resolved_forecast_backend(self) -> str:
+        """The backend asked for, after applying the use_toto_forecasts default."""
+        if self.forecast_backend is not None:
+            return self.forecast_backend
+        return "toto" if self.use_toto_forecasts else "none"
+
+    @property
+    def resolved_embargo(self) -> int:
+        """Embargo in bars: at least one window plus the horizon so no window straddles two splits."""
+        return self.embargo if self.embargo is not None else self.context_length + self.horizon
+
+
+class ModelConfig(Section):
+    hidden_size: int = Field(64, ge=4, description="Transformer width.")
+    num_layers: int = Field(2, ge=1, description="Transformer blocks.")
+    num_heads: int = Field(4, ge=1, description="Attention heads per block (divides hidden_size).")
+    ff_multiplier: int = Field(4, ge=1, description="Feed-forward width as a multiple of hidden_size.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in attention and feed-forward layers.")
+    max_position: float = Field(1.0, gt=0, le=1.0, description="Largest absolute position the allocation head emits.")
+    aux_weight: float = Field(0.0, ge=0, description="Weight of the auxiliary next-horizon return loss (0 = off).")
+
+
+class TrainingConfig(Section):
+    learning_rate: float = Field(3e-4, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(64, ge=1, description="Windows per optimizer step (before accumulation).")
+    grad_accum_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    max_steps: int = Field(600, ge=1, description="Optimizer steps (the schedule counts these, not micro-batches).")
+    warmup_steps: int = Field(50, ge=0, description="Linear warmup steps before the cosine decay.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate as a share of the peak.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    eval_every: int = Field(100, ge=1, description="Optimizer steps between validation evaluations.")
+    log_every: int = Field(10, ge=1, description="Optimizer steps between train/loss logs.")
+    early_stopping_patience: int = Field(
+        5, ge=0, description="Evaluations without improvement before stopping (0 = never stop early).")
+    selection_metric: Literal["sharpe_ratio", "total_return", "loss"] = Field(
+        "sharpe_ratio", description="Validation metric that picks the best checkpoint and drives early stopping.")
+    seed: int = Field(0, description="Seed for weights, batch order and dropout.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training device (auto = cuda if available).")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (CPU always runs fp32).")
+    compile: bool = Field(False, description="torch.compile the model.")
+    nan_policy: Literal["stop", "skip"] = Field(
+        "stop", description="On a NaN/inf loss: stop keeping the last good checkpoint, or skip the batch.")
+    checkpoint_every: int = Field(100, ge=1, description="Optimizer steps between resumable 'last' checkpoints.")
+    finetune_learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate when fine-tuning a base model.")
+    finetune_epochs: int = Field(2, ge=1, description="Passes over one stock's training windows when fine-tuning.")
+
+
+class ProfitConfig(Section):
+    transaction_cost_bps: float = Field(10.0, ge=0, description="Cost per unit of turnover, in basis points.")
+    sharpe_weight: float = Field(0.1, ge=0, description="Weight of the Sharpe-like term in the training loss.")
+    risk_penalty: float = Field(0.0, ge=0, description="Weight of the variance of net returns in the loss.")
+
+
+class TrackerConfig(Section):
+    initial_capital: float = Field(100_000.0, gt=0, description="Starting equity of the simulation.")
+    commission: float = Field(0.0005, ge=0, description="Commission as a fraction of traded notional.")
+    slippage: float = Field(0.0005, ge=0, description="Fill price offset from the close, as a fraction.")
+    max_position_size: float = Field(1.0, gt=0, le=1.0, description="Largest position as a fraction of equity.")
+    stop_loss: Optional[float] = Field(None, gt=0, lt=1, description="Exit when price moves this fraction against entry.")
+    take_profit: Optional[float] = Field(None, gt=0, description="Exit when price moves this fraction in favour.")
+
+
+class PortfolioRLConfig(Section):
+    include_cash: bool = Field(True, description="Add a cash asset the policy may hold.")
+    rebalance_every: Optional[int] = Field(None, ge=1, description="Bars between rebalances; None = data.horizon.")
+    risk_penalty: float = Field(1.0, ge=0, description="Weight of the variance of horizon returns in the objective.")
+    objective: Literal["mean_variance", "sharpe"] = Field("mean_variance", description="Portfolio objective form.")
+    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate of the portfolio policy.")
+    max_steps: int = Field(400, ge=1, description="Optimizer steps for the portfolio policy.")
+    batch_size: int = Field(32, ge=1, description="Episodes per optimizer step.")
+    episode_rebalances: int = Field(8, ge=1, description="Rebalances per training episode.")
+
+
+class PathsConfig(Section):
+    root: str = Field("runs", description="Output root: models, tensorboard, reports, data caches.")
+    run_name: Optional[str] = Field(None, description="Run name; None = a timestamp plus a random suffix.")
+
+
+class Config(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    profit: ProfitConfig = Field(default_factory=ProfitConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    portfolio: PortfolioRLConfig = Field(default_factory=PortfolioRLConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "Config":
+        if self.model.hidden_size % self.model.num_heads:
+            raise ValueError(
+                f"model.hidden_size ({self.model.hidden_size}) must be divisible by "
+                f"model.num_heads ({self.model.num_heads})")
+        if self.training.warmup_steps >= self.training.max_steps:
+            raise ValueError(
+                f"training.warmup_steps ({self.training.warmup_steps}) must be below "
+                f"training.max_steps ({self.training.max_steps})")
+        if self.data.toto_num_samples % min(self.data.toto_samples_per_batch, self.data.toto_num_samples):
+            raise ValueError("data.toto_samples_per_batch must divide data.toto_num_samples")
+        if self.data.start and self.data.end and self.data.start > self.data.end:
+            raise ValueError(f"data.start ({self.data.start}) is after data.end ({self.data.end})")
+        for name in ("start", "end"):
+            value = getattr(self.data, name)
+            if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise ValueError(f"data.{name} must be a date YYYY-MM-DD, got {value!r}")
+        return self
+
+
+# --- YAML loading -----------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` and `3E5` as floats (YAML 1.1 needs a dot and a sign)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, where: str = "<string>") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{where}:{at}: YAML syntax error: {problem}") from None
+
+
+def _all_keys(model_cls: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model_cls.model_fields.items():
+        path = f"{prefix}{name}"
+        keys.append(path)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_all_keys(annotation, path + "."))
+    return keys
+
+
+def did_you_mean(path: str) -> str:
+    """A hint naming the closest valid dotted key, or '' when nothing is close."""
+    candidates = _all_keys(Config)
+    leaf_matches = [k for k in candidates if k.split(".")[-1] == path.split(".")[-1]]
+    close = leaf_matches or difflib.get_close_matches(path, candidates, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _describe(error: dict, where: str) -> str:
+    path = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown config key '{path}'{did_you_mean(path)}"
+    if error["type"] == "value_error":
+        return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+    value = error.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"{where}: {path or 'config'} = {shown}: {error['msg']}"
+
+
+def validate(raw: dict, where: str) -> Config:
+    """Build a Config from plain data; the first problem becomes one UserError line."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: the config must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_describe(exc.errors()[0], where)) from None
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, where: str) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"{where}: '{dotted}' goes through '{part}', which is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`training.max_steps=100` -> ('training.max_steps', 100), values parsed as YAML scalars."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.max_steps=100")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", key):
+        raise UserError(f"--set {item!r}: the key must be dotted like training.max_steps{did_you_mean(key)}")
+    return key, parse_yaml(text, where=f"--set {key}") if text.strip() else None
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
+                updates: Optional[dict[str, Any]] = None) -> Config:
+    """Read a YAML file (or defaults), apply `--set` overrides then CLI-flag updates, validate once."""
+    raw: dict = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found")
+        raw = parse_yaml(path.read_text(), where=where) or {}
+        if not isinstance(raw, dict):
+            raise UserError(f"{where}: the config must be a mapping of sections")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(raw, key, value, where=f"--set {key}")
+    for key, value in (updates or {}).items():
+        if value is not None:
+            _set_dotted(raw, key, value, where=f"option for {key}")
+    label = where if not overrides else f"{where} with --set overrides"
+    return validate(raw, label)
+
+
+def to_yaml(config: Config) -> str:
+    buffer = io.StringIO()
+    yaml.safe_dump(config.model_dump(mode="json"), buffer, sort_keys=False)
+    return buffer.getvalue()
+
+
+def describe_fields() -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every field: the README's config reference."""
+    rows = []
+
+    def walk(model_cls: type[BaseModel], prefix: str) -> None:
+        for name, field in model_cls.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+            else:
+                rows.append((f"{prefix}{name}", repr(field.get_default(call_default_factory=True)),
+                             field.description or ""))
+
+    walk(Config, "")
+    return rows

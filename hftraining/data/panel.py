@@ -1,0 +1,219 @@
+"""Panel tensors [time, symbol, feature] aligned by date, with the next-bar returns the model trades.
+
+One panel serves every dataset shape: a single symbol, many symbols (the base model) and an aligned
+group (a portfolio). Symbols are joined on their common dates after each symbol's features were
+computed on its own full history, so alignment never moves information backwards in time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from hftraining.config import Config
+from hftraining.data.features import FEATURE_NAMES, adjusted_ohlc, compute_features
+from hftraining.errors import UserError
+
+log = logging.getLogger("hftraining")
+
+
+@dataclass
+class Panel:
+    """Everything the trainer and the evaluator need, as aligned arrays (no pandas in the hot path).
+
+    features[t, s] uses bars <= t of symbol s; returns[t, s] is the simple return from close t to
+    close t+1 on adjusted prices (NaN on the last bar): the position decided at t earns it.
+    """
+
+    symbols: list[str]
+    dates: np.ndarray                # datetime64[ns], [T]
+    feature_names: list[str]
+    features: np.ndarray             # float32 [T, S, F], unscaled
+    ohlc: np.ndarray                 # float64 [T, S, 4] adjusted open, high, low, close
+    returns: np.ndarray              # float64 [T, S]
+    data_origin: dict[str, str] = field(default_factory=dict)
+    data_source: dict[str, str] = field(default_factory=dict)
+    forecast: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def n_time(self) -> int:
+        return len(self.dates)
+
+    def date_str(self, index: int) -> str:
+        return str(np.datetime_as_string(self.dates[index], unit="D"))
+
+    def symbol_index(self, symbol: str) -> int:
+        try:
+            return self.symbols.index(symbol)
+        except ValueError:
+            raise UserError(f"symbol {symbol} is not in this panel ({', '.join(self.symbols)})") from None
+
+
+def symbol_frame(symbol: str, bars: pd.DataFrame, config: Config, forecast_cache: Optional[Path],
+                 progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Features (+ forecast features) and adjusted prices of one symbol, indexed by date."""
+    features = compute_features(bars)
+    info: dict = {"backend": "none"}
+    backend = config.data.resolved_forecast_backend
+    if backend != "none":
+        from hftraining.forecasting import forecast_features
+
+        ff = forecast_features(symbol, bars["adj_close"].to_numpy(dtype=np.float64), config.data,
+                               forecast_cache, progress=progress)
+        forecast = pd.DataFrame(ff.values, index=bars.index, columns=ff.names)
+        features = pd.concat([features, forecast], axis=1)
+        info = {"backend": ff.backend, "requested": ff.requested, **ff.info}
+    prices = adjusted_ohlc(bars).add_prefix("px_")
+    return pd.concat([features, prices], axis=1), info
+
+
+def assemble_panel(frames: dict[str, pd.DataFrame], min_bars: int = 0) -> Panel:
+    """Join per-symbol frames on common dates and drop rows where any feature is still warming up."""
+    symbols = list(frames)
+    feature_names = [c for c in next(iter(frames.values())).columns if not c.startswith("px_")]
+    common = None
+    for symbol, frame in frames.items():
+        valid = frame.index[frame[feature_names].notna().all(axis=1).to_numpy()]
+        common = valid if common is None else common.intersection(valid)
+        if len(valid) < min_bars:
+            raise UserError(
+                f"{symbol}: only {len(valid)} bars with complete features, need at least {min_bars} "
+                f"(context + horizon + embargoes + split sizes); load more history or shrink data.context_length")
+    if len(common) < min_bars:
+        raise UserError(
+            f"{', '.join(symbols)}: only {len(common)} common dates with complete features, need {min_bars}")
+    features = np.stack([frames[s].loc[common, feature_names].to_numpy(np.float32) for s in symbols], axis=1)
+    ohlc = np.stack([frames[s].loc[common, ["px_open", "px_high", "px_low", "px_close"]].to_numpy(np.float64)
+                     for s in symbols], axis=1)
+    close = ohlc[..., 3]
+    returns = np.full_like(close, np.nan)
+    returns[:-1] = close[1:] / close[:-1] - 1.0
+    return Panel(symbols=symbols, dates=common.to_numpy(dtype="datetime64[ns]"), feature_names=feature_names,
+                 features=features, ohlc=ohlc, returns=returns)
+
+
+def build_panel(symbols: list[str], config: Config, root: Path, progress: bool = True,
+                min_bars: Optional[int] = None) -> Panel:
+    """Load, check and featurise each symbol, then align them into one Panel."""
+    from hftraining.data import load_bars
+    from hftraining.layout import Layout
+
+    layout = Layout.at(root)
+    frames: dict[str, pd.DataFrame] = {}
+    origin: dict[str, str] = {}
+    source: dict[str, str] = {}
+    forecast: dict[str, dict] = {}
+    for symbol in symbols:
+        bars = load_bars(symbol, config.data, layout.raw_data)
+        origin[symbol] = bars.attrs.get("origin", "")
+        source[symbol] = bars.attrs.get("source", "")
+        frames[symbol], forecast[symbol] = symbol_frame(symbol, bars, config, layout.forecast_cache, progress)
+    panel = assemble_panel(frames, min_bars=min_bars if min_bars is not None else required_bars(config))
+    panel.data_origin, panel.data_source, panel.forecast = origin, source, forecast
+    return panel
+
+
+# --- chronological splits ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Splits:
+    """Decision-bar ranges [start, stop) of each split, in panel time indices, with embargo gaps.
+
+    A window ending at decision bar t covers t-L+1..t and its labels use close t+1, so train labels
+    stop at close `train.stop`, and validation windows start after an embargo of >= L + horizon bars.
+    """
+
+    train: range
+    val: range
+    test: range
+    embargo: int
+
+    def as_dict(self, panel: Panel) -> dict:
+        def span(r: range) -> dict:
+            return {"start": panel.date_str(r.start), "end": panel.date_str(r.stop - 1), "bars": len(r)}
+        return {"train": span(self.train), "val": span(self.val), "test": span(self.test), "embargo": self.embargo}
+
+
+MIN_TRAIN_DECISIONS = 64
+
+
+def required_bars(config: Config) -> int:
+    """Fewest aligned bars that give every split at least a few decisions after the embargoes."""
+    d = config.data
+    fixed = d.context_length + 2 * d.resolved_embargo + 1
+    share = 1.0 - d.val_fraction - d.test_fraction
+    return int(np.ceil(fixed + max(MIN_TRAIN_DECISIONS, d.context_length) / share))
+
+
+def make_splits(n_time: int, config: Config) -> Splits:
+    d = config.data
+    first = d.context_length - 1            # first bar with a full window behind it
+    last = n_time - 2                       # last bar with a next-bar return
+    embargo = d.resolved_embargo
+    usable = last - first + 1 - 2 * embargo
+    n_val = int(usable * d.val_fraction)
+    n_test = int(usable * d.test_fraction)
+    n_train = usable - n_val - n_test
+    if n_train < MIN_TRAIN_DECISIONS or n_val < 1 or n_test < 1:
+        raise UserError(
+            f"history too short: {n_time} aligned bars leave {n_train} training, {n_val} validation and "
+            f"{n_test} test decisions; need at least {required_bars(config)} bars")
+    train = range(first, first + n_train)
+    val = range(train.stop + embargo, train.stop + embargo + n_val)
+    test = range(val.stop + embargo, last + 1)
+    return Splits(train=train, val=val, test=test, embargo=embargo)
+
+
+# --- scaler fitted on the training range only --------------------------------------------------
+
+@dataclass
+class Scaler:
+    """Per-symbol, per-feature standardisation fitted on training bars only (invariant 2)."""
+
+    feature_names: list[str]
+    symbols: list[str]
+    mean: np.ndarray   # [S, F]
+    std: np.ndarray    # [S, F]
+
+    @classmethod
+    def fit(cls, panel: Panel, train: range) -> "Scaler":
+        rows = panel.features[: train.stop]          # every feature row a training window can see
+        mean = rows.mean(axis=0).astype(np.float64)
+        std = rows.std(axis=0).astype(np.float64)
+        std = np.where(std > 1e-12, std, 1.0)
+        return cls(list(panel.feature_names), list(panel.symbols), mean, std)
+
+    def transform(self, panel: Panel) -> np.ndarray:
+        if list(panel.feature_names) != self.feature_names:
+            missing = sorted(set(self.feature_names) ^ set(panel.feature_names))
+            raise UserError(f"feature list differs from the model's scaler: {', '.join(missing) or 'order'}")
+        index = [self.symbols.index(s) if s in self.symbols else None for s in panel.symbols]
+        mean = np.stack([self.mean[i] if i is not None else self._pooled()[0] for i in index])
+        std = np.stack([self.std[i] if i is not None else self._pooled()[1] for i in index])
+        scaled = (panel.features - mean[None]) / std[None]
+        return np.clip(scaled, -10, 10).astype(np.float32)
+
+    def _pooled(self) -> tuple[np.ndarray, np.ndarray]:
+        """Statistics for a symbol the scaler never saw (a base model applied to a new stock)."""
+        return self.mean.mean(axis=0), np.sqrt((self.std ** 2).mean(axis=0))
+
+    def to_dict(self) -> dict:
+        return {"feature_names": self.feature_names, "symbols": self.symbols,
+                "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Scaler":
+        return cls(list(data["feature_names"]), list(data["symbols"]),
+                   np.asarray(data["mean"], dtype=np.float64), np.asarray(data["std"], dtype=np.float64))
+
+
+def window_ends(decisions: range, n_symbols: int) -> np.ndarray:
+    """All (end bar, symbol) pairs of a split as an int64 array [N, 2]: windows never cross symbols."""
+    t = np.repeat(np.arange(decisions.start, decisions.stop), n_symbols)
+    s = np.tile(np.arange(n_symbols), len(decisions))
+    return np.stack([t, s], axis=1).astype(np.int64)

@@ -1,0 +1,77 @@
+"""Out-of-sample evaluation: the model's position at every decision bar, simulated by the ProfitTracker.
+
+The position at bar t comes from the window ending at t (the same window shape the model trained
+on), and the tracker charges costs and marks to market bar by bar on bars the model never trained
+on. Backtests, fine-tunes, ensembles and paper trading all go through these two functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hftraining.config import TrackerConfig
+from hftraining.data.panel import Panel
+from hftraining.tracker import ProfitTracker
+
+
+@torch.no_grad()
+def predict_positions(model: torch.nn.Module, x: torch.Tensor, symbol: int, decisions: range,
+                      chunk: int = 1024) -> np.ndarray:
+    """Position at each decision bar t of `decisions` from the window x[t-L+1..t, symbol]."""
+    was_training = model.training
+    model.eval()
+    context = model.context_length
+    if decisions.start < context - 1:
+        raise ValueError(f"decision bar {decisions.start} has fewer than {context} bars of history")
+    offsets = torch.arange(context - 1, -1, -1, device=x.device)
+    ends = torch.arange(decisions.start, decisions.stop, device=x.device)
+    out = []
+    for i in range(0, len(ends), chunk):
+        t_idx = ends[i:i + chunk, None] - offsets                  # [n, L]
+        out.append(model(x[t_idx, symbol]).positions[:, -1].float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+@dataclass
+class Simulation:
+    """Tracker output for one symbol over one decision range, with dates attached."""
+
+    symbol: str
+    decisions: range
+    positions: np.ndarray          # model targets at each decision bar
+    frame: pd.DataFrame            # date, position, asset_return, net_return, equity
+    metrics: dict
+    trades: object
+
+
+def simulate(panel: Panel, symbol: int, decisions: range, positions: np.ndarray,
+             tracker: TrackerConfig, periods_per_year: int = 252) -> Simulation:
+    """Run the ProfitTracker over decision bars [start, stop) and the bar after the last one."""
+    if len(positions) != len(decisions):
+        raise ValueError(f"{len(positions)} positions for {len(decisions)} decision bars")
+    bars = slice(decisions.start, decisions.stop + 1)             # one more close to mark the last position
+    ohlc = panel.ohlc[bars, symbol]
+    targets = np.append(positions, 0.0)                            # the extra bar's position earns nothing
+    sim = ProfitTracker.from_config(tracker, periods_per_year=periods_per_year).run(
+        targets, close=ohlc[:, 3], high=ohlc[:, 1], low=ohlc[:, 2], open=ohlc[:, 0], dates=panel.dates[bars])
+    return Simulation(symbol=panel.symbols[symbol], decisions=decisions, positions=positions,
+                      frame=sim.to_frame(), metrics=sim.metrics, trades=sim.trades)
+
+
+def buy_and_hold(panel: Panel, symbol: int, decisions: range, tracker: TrackerConfig,
+                 periods_per_year: int = 252) -> Simulation:
+    """The baseline every report shows: fully long from the first decision bar, same costs."""
+    return simulate(panel, symbol, decisions, np.full(len(decisions), tracker.max_position_size),
+                    tracker, periods_per_year)
+
+
+def average_metrics(per_symbol: dict[str, dict], keys: Optional[list[str]] = None) -> dict:
+    keys = keys or list(next(iter(per_symbol.values())).keys())
+    return {k: float(np.mean([m[k] for m in per_symbol.values()])) for k in keys
+            if all(isinstance(m.get(k), (int, float)) for m in per_symbol.values())}

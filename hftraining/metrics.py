@@ -1,0 +1,232 @@
+"""Performance numbers from per-bar net returns: Sharpe, Sortino, drawdown, CAGR, win rate, turnover.
+
+Pure numpy (no torch) so evaluation, reports and tests share one definition of every number.
+The conventions are DESIGN.md's "Metric definitions", which match quantstats (`quantstats.stats`,
+rf = 0) and are cross-checked against it in tests/test_metrics.py. Where the two differ it is only
+on degenerate input, where quantstats returns nan or inf and we return a finite number so that a
+logged or compared metric never poisons a checkpoint choice:
+
+- sharpe_ratio, volatility: 0.0 when there are fewer than 2 bars or every return is equal.
+- sortino_ratio: 0.0 when no bar lost money (quantstats: nan).
+- calmar: 0.0 when there was no drawdown (quantstats: inf).
+- cagr: -1.0 when the compounded wealth ends at or below zero (quantstats: nan below zero).
+
+Alignment: `r[t]` is the return earned by `positions[t]` (decided at the close of bar t, held to
+the close of bar t+1), as produced by hftraining.tracker. Inputs must be finite.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+PERIODS_PER_YEAR = 252
+
+
+def _as_returns(r) -> np.ndarray:
+    return np.asarray(r, dtype=np.float64).reshape(-1)
+
+
+def _is_constant(r: np.ndarray) -> bool:
+    return r.size < 2 or r.max() == r.min()
+
+
+def total_return(r) -> float:
+    """Compounded return over the whole series: prod(1 + r) - 1 (never a sum; defect 5)."""
+    r = _as_returns(r)
+    return float(np.prod(1.0 + r) - 1.0)
+
+
+def equity_curve(r, initial: float = 1.0) -> np.ndarray:
+    """Compounded equity after each bar, starting from `initial` (length len(r) + 1)."""
+    r = _as_returns(r)
+    out = np.empty(r.size + 1)
+    out[0] = 1.0
+    np.cumprod(1.0 + r, out=out[1:])
+    return out * initial
+
+
+def volatility(r, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+    """Annualised standard deviation, std(r, ddof=1) * sqrt(P)."""
+    r = _as_returns(r)
+    if _is_constant(r):
+        return 0.0
+    return float(r.std(ddof=1) * np.sqrt(periods_per_year))
+
+
+def sharpe_ratio(r, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+    """mean(r) / std(r, ddof=1) * sqrt(P), rf = 0; 0.0 for fewer than 2 bars or zero spread."""
+    r = _as_returns(r)
+    if _is_constant(r):
+        return 0.0
+    return float(r.mean() / r.std(ddof=1) * np.sqrt(periods_per_year))
+
+
+def sortino_ratio(r, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+    """mean(r) * sqrt(P) / sqrt(mean(min(r, 0)^2)): downside deviation over all bars, target 0."""
+    r = _as_returns(r)
+    if r.size == 0:
+        return 0.0
+    downside = np.sqrt(np.mean(np.minimum(r, 0.0) ** 2))
+    if downside == 0.0:
+        return 0.0
+    return float(r.mean() * np.sqrt(periods_per_year) / downside)
+
+
+def max_drawdown(r) -> float:
+    """Worst equity / running peak - 1 on equity compounded from 1.0 (the start counts as a peak).
+
+    Returned as a negative number (or 0.0); reports that show a magnitude say so.
+    """
+    equity = equity_curve(r)
+    return float(np.min(equity / np.maximum.accumulate(equity)) - 1.0)
+
+
+def cagr(r, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+    """Compound annual growth: wealth ** (P / n_bars) - 1, with years = n_bars / P."""
+    r = _as_returns(r)
+    if r.size == 0:
+        return 0.0
+    wealth = float(np.prod(1.0 + r))
+    if wealth <= 0.0:
+        return -1.0
+    return float(wealth ** (periods_per_year / r.size) - 1.0)
+
+
+def calmar(r, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+    """cagr / |max_drawdown|; 0.0 when there was no drawdown."""
+    drawdown = max_drawdown(r)
+    if drawdown == 0.0:
+        return 0.0
+    return cagr(r, periods_per_year) / abs(drawdown)
+
+
+def hit_rate(r, positions=None) -> float:
+    """Per-bar hit rate: share of bars with r > 0 among bars holding a position.
+
+    Not the win rate (that counts closed trades). Without positions, bars with r != 0 count as
+    held, which is quantstats' `win_rate` convention.
+    """
+    r = _as_returns(r)
+    held = r != 0.0 if positions is None else np.asarray(positions).reshape(-1) != 0.0
+    n_held = int(np.count_nonzero(held))
+    if n_held == 0:
+        return 0.0
+    return float(np.count_nonzero(held & (r > 0.0)) / n_held)
+
+
+def traded_amounts(positions) -> np.ndarray:
+    """|p_t - p_{t-1}| per bar with p_{-1} = 0: the turnover that costs are charged on."""
+    p = _as_returns(positions)
+    return np.abs(np.diff(p, prepend=0.0))
+
+
+# --- trades -----------------------------------------------------------------------------------
+
+def trade_spans(positions, breaks=None) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends): trade k holds positions[starts[k] .. ends[k]] (inclusive).
+
+    A trade opens when the position becomes non-zero or flips sign, and closes at the last bar
+    before it goes flat or flips, or at the last bar. A resize with the same sign stays in the
+    trade. `breaks[t]` (optional) marks a position closed during bar t's holding interval (a stop
+    or take-profit), so bar t ends its trade and a position at t+1 opens a new one.
+    """
+    p = _as_returns(positions)
+    sign = np.sign(p)
+    after = sign if breaks is None else np.where(breaks, 0.0, sign)
+    before = np.concatenate(([0.0], after[:-1]))
+    held = sign != 0.0
+    starts = np.flatnonzero(held & (sign != before))
+    following = np.concatenate((sign[1:], [0.0]))
+    ends_mask = held & (following != sign)
+    if breaks is not None:
+        ends_mask |= held & np.asarray(breaks, dtype=bool)
+    return starts, np.flatnonzero(ends_mask)
+
+
+def span_products(factors: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """prod(factors[starts[k] : starts[k+1]]) per span; factors must be 1 outside every span."""
+    if starts.size == 0:
+        return np.empty(0)
+    return np.multiply.reduceat(factors, starts)
+
+
+def trade_stats(positions, asset_returns, cost: float = 0.0) -> dict[str, Any]:
+    """Trade-level numbers for positions without stops: count, closed trades, win rate, mean return.
+
+    `asset_returns[t]` is the return from close t to close t+1 (what positions[t] earns); `cost`
+    is charged per unit of turnover. A trade's return is its compounded return on equity over its
+    own bars, net of its entry, resize and exit costs; a trade still open at the last bar is
+    marked there and is not closed, so it does not enter the win rate.
+    Win rate = winning closed trades / closed trades.
+    """
+    p = _as_returns(positions)
+    ret = _as_returns(asset_returns)
+    traded = traded_amounts(p)
+    starts, ends = trade_spans(p)
+    opens = np.zeros(p.size, dtype=bool)
+    opens[starts] = True
+    own_cost = np.where(opens, np.abs(p), traded) * cost
+    factors = np.where(p != 0.0, 1.0 + p * ret - own_cost, 1.0)
+    growth = span_products(factors, starts)
+    closed = ends < p.size - 1
+    growth = np.where(closed, growth * (1.0 - cost * np.abs(p[ends])), growth)
+    trade_returns = growth - 1.0
+    return {
+        "trade_count": int(np.count_nonzero(traded)),
+        "closed_trades": int(np.count_nonzero(closed)),
+        "win_rate": win_rate(trade_returns[closed]),
+        "avg_trade_return": float(trade_returns[closed].mean()) if closed.any() else 0.0,
+        "trade_returns": trade_returns,
+        "closed": closed,
+    }
+
+
+def win_rate(closed_trade_returns) -> float:
+    """Winning closed trades / closed trades (0.0 when none closed)."""
+    x = _as_returns(closed_trade_returns)
+    return float(np.count_nonzero(x > 0.0) / x.size) if x.size else 0.0
+
+
+def _closed_trade_returns(trades) -> np.ndarray:
+    """Closed-trade returns from a tracker trade table (exit_reason != 'end') or a plain array."""
+    if trades is None:
+        return np.empty(0)
+    if hasattr(trades, "columns"):
+        return trades.loc[trades["exit_reason"] != "end", "return"].to_numpy(dtype=np.float64)
+    return _as_returns(trades)
+
+
+def summarize(net_returns, positions=None, trades=None, periods_per_year: int = PERIODS_PER_YEAR,
+              *, turnover: Optional[float] = None, trade_count: Optional[int] = None) -> dict[str, Any]:
+    """Every headline number in one dict of plain floats and ints (JSON and TensorBoard ready).
+
+    `positions[t]` is the position that earned `net_returns[t]`; `trades` is the tracker's trade
+    table (or an array of closed-trade returns). Turnover is the mean traded fraction of equity per
+    bar and trade_count the number of bars that trade; both come from the positions unless the
+    caller (the tracker, which also sees stop exits) passes them. Exposure = share of bars held.
+    """
+    r = _as_returns(net_returns)
+    if positions is None:
+        positions = np.zeros_like(r)
+    p = _as_returns(positions)
+    if p.shape != r.shape:
+        raise ValueError(f"positions has {p.size} bars but net_returns has {r.size}")
+    traded = traded_amounts(p)
+    n = r.size
+    return {
+        "total_return": total_return(r),
+        "sharpe_ratio": sharpe_ratio(r, periods_per_year),
+        "sortino": sortino_ratio(r, periods_per_year),
+        "max_drawdown": max_drawdown(r),
+        "win_rate": win_rate(_closed_trade_returns(trades)),
+        "trade_count": int(np.count_nonzero(traded) if trade_count is None else trade_count),
+        "turnover": float((traded.mean() if n else 0.0) if turnover is None else turnover),
+        "exposure": float(np.count_nonzero(p) / n) if n else 0.0,
+        "cagr": cagr(r, periods_per_year),
+        "calmar": calmar(r, periods_per_year),
+        "hit_rate": hit_rate(r, p),
+        "volatility": volatility(r, periods_per_year),
+        "n_bars": int(n),
+    }

@@ -1,0 +1,162 @@
+"""`hftrain single`: train one stock's model, pick it on validation profit, report it on the test range.
+
+setup (data, splits, scaler, run folder) -> fit -> test evaluation vs buy-and-hold -> report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from hftraining import checkpoint as ckpt
+from hftraining.config import Config
+from hftraining.data.panel import Panel, Scaler, Splits, build_panel, make_splits
+from hftraining.evaluation import buy_and_hold, predict_positions, simulate
+from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
+from hftraining.report import format_table, write_test_report
+from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
+
+log = logging.getLogger("hftraining")
+
+
+@dataclass
+class Prepared:
+    """Data side of a run: the panel, its date splits and the scaler fitted on the training range."""
+
+    panel: Panel
+    splits: Splits
+    scaler: Scaler
+
+
+def prepare(symbols: list[str], config: Config, progress: bool = True) -> Prepared:
+    panel = build_panel(symbols, config, Path(config.paths.root), progress=progress)
+    splits = make_splits(panel.n_time, config)
+    return Prepared(panel, splits, Scaler.fit(panel, splits.train))
+
+
+def run_metadata(kind: str, run_id: str, config: Config, prepared: Prepared, **extra) -> dict:
+    panel = prepared.panel
+    return {
+        "run_id": run_id,
+        "kind": kind,
+        "symbols": panel.symbols,
+        "status": "running",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "data": {s: {"source": panel.data_source.get(s), "origin": panel.data_origin.get(s)} for s in panel.symbols},
+        "synthetic": any(src == "synthetic" for src in panel.data_source.values()),
+        "forecast": panel.forecast,
+        "splits": prepared.splits.as_dict(panel),
+        "n_features": len(panel.feature_names),
+        "feature_names": panel.feature_names,
+        "versions": ckpt.versions(),
+        **extra,
+    }
+
+
+def evaluate_test(fitted, prepared: Prepared, config: Config, report_dir: Path, info: dict,
+                  symbols: Optional[list[str]] = None) -> dict[str, dict]:
+    """Test-range simulation of the best checkpoint vs buy-and-hold, per symbol; writes the report."""
+    import torch
+
+    panel, splits = prepared.panel, prepared.splits
+    device = next(fitted.parameters()).device
+    x = torch.from_numpy(prepared.scaler.transform(panel)).to(device)
+    summaries = {}
+    symbols = symbols or panel.symbols
+    for symbol in symbols:
+        s = panel.symbol_index(symbol)
+        positions = predict_positions(fitted, x, s, splits.test)
+        sim = simulate(panel, s, splits.test, positions, config.tracker, config.data.periods_per_year)
+        baseline = buy_and_hold(panel, s, splits.test, config.tracker, config.data.periods_per_year)
+        prefix = "" if len(symbols) == 1 else f"{symbol}_"
+        summaries[symbol] = write_test_report(report_dir, sim, {"buy_and_hold": baseline}, info, prefix=prefix)
+    return summaries
+
+
+@dataclass
+class SingleRun:
+    model: object
+    run_dir: Path
+    checkpoint: Path
+    report_dir: Path
+    tensorboard_dir: Path
+    fit: FitResult
+    test: dict
+    summary: dict
+
+
+def run_single(symbol: str, config: Config, resume: Optional[Path] = None, progress: bool = True,
+               on_step=None) -> SingleRun:
+    """Train, select on validation, evaluate on test; the whole `hftrain single` job."""
+    symbol = normalize_symbol(symbol)
+    layout = Layout.at(config.paths.root)
+    layout.ensure_writable()
+    resolve_device(config.training.device)             # fail before loading data on a bad device
+    if resume is not None:
+        run_dir = Path(resume).resolve()
+        meta = ckpt.read_json(run_dir / ckpt.METADATA)
+        run_id = meta["run_id"]
+    prepared = prepare([symbol], config, progress=progress)
+    if resume is None:
+        run_id = config.paths.run_name or new_run_id()
+        run_dir = claim_run_dir(layout.finetuned_model(symbol, run_id))
+        meta = run_metadata("single", run_id, config, prepared)
+        ckpt.save_run_files(run_dir, config, prepared.scaler, meta)
+    tb_dir = layout.tensorboard("finetuned", run_id, [symbol])
+    job = TrainingJob(config=config, panel=prepared.panel, splits=prepared.splits, scaler=prepared.scaler,
+                      run_dir=run_dir, tensorboard_dir=tb_dir, kind=f"single {symbol}",
+                      learning_rate=config.training.learning_rate, max_steps=config.training.max_steps,
+                      metadata=meta, resume=resume is not None, progress=progress, on_step=on_step)
+    result = fit(job)
+    report_dir = layout.report(run_id)
+    info = {"run_id": run_id, "run_dir": str(run_dir), "best_step": result.best_step,
+            "forecast_backend": prepared.panel.forecast.get(symbol, {}).get("backend", "none"),
+            "synthetic": meta.get("synthetic", False),
+            "cost_per_turnover": config.tracker.commission + config.tracker.slippage}
+    test = evaluate_test(result.model, prepared, config, report_dir, info)[symbol]
+    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
+                         stopped_early=result.stopped_early, device=result.device, report_dir=str(report_dir),
+                         validation=result.best_metrics, test=test["model"])
+    from hftraining.tensorboard_log import RunLogger
+
+    hp = RunLogger(tb_dir)
+    hp.hparams({"symbol": symbol, "hidden_size": config.model.hidden_size, "num_layers": config.model.num_layers,
+                "learning_rate": config.training.learning_rate, "context_length": config.data.context_length,
+                "cost_bps": config.profit.transaction_cost_bps},
+               {"val_sharpe": result.best_metrics.get("sharpe_ratio", 0.0),
+                "test_sharpe": test["model"]["sharpe_ratio"] or 0.0})
+    hp.close()
+    summary = {"run_id": run_id, "symbol": symbol, "run_dir": str(run_dir),
+               "checkpoint": str(result.best_path), "report_dir": str(report_dir), "tensorboard_dir": str(tb_dir),
+               "best_step": result.best_step, "steps_done": result.steps_done,
+               "forecast_backend": info["forecast_backend"], "synthetic": info["synthetic"],
+               "validation": result.best_metrics, "test": test["model"],
+               "buy_and_hold": test["baselines"]["buy_and_hold"]}
+    return SingleRun(result.model, run_dir, result.best_path, report_dir, tb_dir, result, test, summary)
+
+
+def print_summary(run: SingleRun, console=None) -> None:
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    label = " (SYNTHETIC market)" if run.summary["synthetic"] else ""
+    console.print(f"\n[bold]{run.summary['symbol']}{label}[/] test {run.test['test_start']} .. {run.test['test_end']} "
+                  f"({run.test['test_bars']} bars, net of costs, forecaster: {run.summary['forecast_backend']})")
+    console.print(format_table({"model": run.test["model"], "buy_and_hold": run.test["baselines"]["buy_and_hold"]}),
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"run: {run.run_dir}\nreport: {run.report_dir}\n"
+                  f"tensorboard: tensorboard --logdir {run.tensorboard_dir.parent.parent}")
+
+
+def train_single_stock_with_profit(stock: str = "AAPL", config: Optional[Config] = None,
+                                   max_steps: Optional[int] = None, progress: bool = True):
+    """The guide's API: train one stock and return (model, checkpoint_path)."""
+    config = (config or Config()).model_copy(deep=True)
+    if max_steps is not None:
+        config.training.max_steps = max_steps
+        config.training.warmup_steps = min(config.training.warmup_steps, max_steps - 1)
+    run = run_single(stock, config, progress=progress)
+    return run.model, run.checkpoint

@@ -1,0 +1,270 @@
+"""The training loop: windows gathered by index on the device, AdamW with warmup + cosine, validation by profit.
+
+setup -> train steps -> evaluate -> checkpoint, as named functions. The schedule counts optimizer
+steps (never micro-batches). The best checkpoint and early stopping follow the validation net
+Sharpe from the ProfitTracker, not the loss. Every random draw (weights, batch order, dropout)
+comes from seeded generators whose states are checkpointed, so `--resume` continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from hftraining import checkpoint as ckpt
+from hftraining.config import Config
+from hftraining.data.panel import Panel, Scaler, Splits, window_ends
+from hftraining.errors import UserError
+from hftraining.evaluation import average_metrics, predict_positions, simulate
+from hftraining.model import AllocationTransformer, build_model
+from hftraining.objective import aux_loss, profit_objective
+from hftraining.tensorboard_log import RunLogger
+
+log = logging.getLogger("hftraining")
+
+PROFIT_KEYS = ["total_return", "sharpe_ratio", "win_rate", "max_drawdown", "trade_count"]
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: CUDA is not available on this machine; use --device cpu or auto")
+    return torch.device(name)
+
+
+def learning_rate_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to `peak`, then cosine to `peak * min_ratio` at `total` optimizer steps."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class TrainingJob:
+    """What one training run needs; built by train_with_profit / base_model_trainer."""
+
+    config: Config
+    panel: Panel
+    splits: Splits
+    scaler: Scaler
+    run_dir: Path
+    tensorboard_dir: Path
+    kind: str                                  # single | base | finetune
+    learning_rate: float
+    max_steps: int
+    metadata: dict = field(default_factory=dict)
+    init_weights: Optional[dict] = None        # fine-tuning starts from these
+    resume: bool = False
+    progress: bool = True
+    on_step: Optional[Callable[[int], None]] = None   # test hook (e.g. to kill a run mid-way)
+
+
+@dataclass
+class FitResult:
+    model: AllocationTransformer
+    best_path: Path
+    best_step: int
+    best_metrics: dict
+    steps_done: int
+    stopped_early: bool
+    nan_skipped: int
+    device: str
+    history: list = field(default_factory=list)
+
+
+class Batches:
+    """Draws training windows (end bar, symbol) by index from device-resident tensors."""
+
+    def __init__(self, x: torch.Tensor, returns: torch.Tensor, ends: np.ndarray, context: int, horizon: int,
+                 generator: torch.Generator):
+        self.x, self.returns = x, returns
+        self.ends = torch.from_numpy(ends).to(x.device)
+        self.offsets = torch.arange(context - 1, -1, -1, device=x.device)
+        self.horizon_steps = torch.arange(horizon, device=x.device)
+        self.generator = generator
+        self.last_bar = x.shape[0] - 1
+
+    def sample(self, batch_size: int) -> torch.Tensor:
+        index = torch.randint(len(self.ends), (batch_size,), generator=self.generator)
+        return self.ends[index.to(self.ends.device)]
+
+    def gather(self, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Windows [B, L, F], their next-bar returns [B, L] and next-`horizon` returns [B, L, H]."""
+        t_idx = ends[:, :1] - self.offsets                       # [B, L]
+        symbol = ends[:, 1:2]
+        future = (t_idx[..., None] + self.horizon_steps).clamp(max=self.last_bar)
+        return self.x[t_idx, symbol], self.returns[t_idx, symbol], self.returns[future, symbol[..., None]]
+
+
+def _device_tensors(job: TrainingJob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(job.scaler.transform(job.panel)).to(device)
+    returns = torch.from_numpy(np.nan_to_num(job.panel.returns, nan=0.0).astype(np.float32)).to(device)
+    return x, returns
+
+
+def evaluate(model: AllocationTransformer, job: TrainingJob, x: torch.Tensor, returns: torch.Tensor,
+             decisions: range) -> tuple[dict, dict, dict]:
+    """(average profit metrics, per-symbol metrics, extra) on a decision range, plus the objective's loss."""
+    cfg = job.config
+    per_symbol: dict[str, dict] = {}
+    sims = {}
+    for s, symbol in enumerate(job.panel.symbols):
+        positions = predict_positions(model, x, s, decisions)
+        sims[symbol] = simulate(job.panel, s, decisions, positions, cfg.tracker, cfg.data.periods_per_year)
+        per_symbol[symbol] = sims[symbol].metrics
+    ends = window_ends(decisions, len(job.panel.symbols))
+    if len(ends) > 2048:
+        ends = ends[np.linspace(0, len(ends) - 1, 2048).astype(int)]
+    batches = Batches(x, returns, ends, model.context_length, cfg.data.horizon, torch.Generator())
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        xb, rb, _ = batches.gather(batches.ends)
+        out = model(xb)
+        loss = profit_objective(out.positions.float(), rb, cfg.profit.transaction_cost_bps / 1e4,
+                                cfg.profit.sharpe_weight, cfg.profit.risk_penalty).loss.item()
+        model.train(was_training)
+    return average_metrics(per_symbol), per_symbol, {"loss": loss, "simulations": sims}
+
+
+def _improved(metric: str, value: float, best: Optional[float]) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "loss" else value > best
+
+
+def fit(job: TrainingJob) -> FitResult:
+    cfg = job.config
+    tcfg = cfg.training
+    device = resolve_device(tcfg.device)
+    torch.manual_seed(tcfg.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    model = build_model(len(job.panel.feature_names), cfg.data.context_length, cfg.data.horizon, cfg.model)
+    if job.init_weights is not None:
+        ckpt.load_weights(model, job.init_weights, job.run_dir)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=job.learning_rate, weight_decay=tcfg.weight_decay,
+                                  fused=device.type == "cuda")
+    generator = torch.Generator().manual_seed(tcfg.seed)
+    state = {"step": 0, "best_value": None, "best_step": -1, "best_metrics": {}, "bad_evals": 0,
+             "nan_skipped": 0, "history": []}
+    if job.resume:
+        state.update(ckpt.load_training_state(job.run_dir, model, optimizer, generator))
+        log.info("resuming %s at step %d", job.run_dir, state["step"])
+
+    forward = torch.compile(model) if tcfg.compile else model
+    x, returns = _device_tensors(job, device)
+    batches = Batches(x, returns, window_ends(job.splits.train, len(job.panel.symbols)),
+                      cfg.data.context_length, cfg.data.horizon, generator)
+    cost = cfg.profit.transaction_cost_bps / 1e4
+    amp = tcfg.amp and device.type == "cuda"
+    logger = RunLogger(job.tensorboard_dir, purge_step=state["step"] if job.resume else None)
+    if not job.resume:
+        logger.text("metadata/forecast_backend", _forecast_summary(job.panel), 0)
+        logger.text("metadata/data", "; ".join(f"{s}: {o}" for s, o in job.panel.data_origin.items()), 0)
+
+    best_path = job.run_dir / ckpt.WEIGHTS
+    stopped_early = False
+    progress = logger.progress(job.max_steps, enabled=job.progress, description=job.kind)
+    progress.start(state["step"])
+    model.train()
+    step = state["step"]
+    try:
+        while step < job.max_steps:
+            lr = learning_rate_at(step, job.learning_rate, tcfg.warmup_steps, job.max_steps, tcfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            for _ in range(tcfg.grad_accum_steps):
+                xb, rb, future = batches.gather(batches.sample(tcfg.batch_size))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = forward(xb)
+                parts = profit_objective(out.positions.float(), rb, cost, cfg.profit.sharpe_weight,
+                                         cfg.profit.risk_penalty)
+                loss = parts.loss
+                if out.aux is not None:
+                    loss = loss + cfg.model.aux_weight * aux_loss(out.aux.float(), future)
+                (loss / tcfg.grad_accum_steps).backward()
+                loss_sum += loss.detach()
+            mean_loss = loss_sum / tcfg.grad_accum_steps
+            if not bool(torch.isfinite(mean_loss)):      # the one per-step sync: NaN must never reach the weights
+                optimizer.zero_grad(set_to_none=True)
+                if tcfg.nan_policy == "stop":
+                    raise TrainingDiverged(
+                        f"training loss became NaN/inf at step {step + 1}; stopped, the last good checkpoint "
+                        f"is kept in {job.run_dir} (lower training.learning_rate, or set training.nan_policy=skip)")
+                state["nan_skipped"] += 1
+                log.warning("step %d: NaN/inf loss, batch skipped (%d so far)", step + 1, state["nan_skipped"])
+                step += 1
+                continue
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if job.on_step is not None:
+                job.on_step(step)
+            if step % tcfg.log_every == 0 or step == job.max_steps:
+                loss_value = mean_loss.item()
+                logger.scalar("train/loss", loss_value, step)
+                logger.scalar("train/learning_rate", lr, step)
+                progress.update(step, loss=loss_value)
+            else:
+                progress.update(step)
+
+            if step % tcfg.eval_every == 0 or step == job.max_steps:
+                metrics, per_symbol, extra = evaluate(model, job, x, returns, job.splits.val)
+                logger.evaluation(step, metrics, per_symbol, extra["loss"], extra["simulations"])
+                progress.update(step, sharpe=metrics["sharpe_ratio"])
+                value = extra["loss"] if tcfg.selection_metric == "loss" else metrics[tcfg.selection_metric]
+                state["history"].append({"step": step, "val_loss": extra["loss"], **metrics})
+                if _improved(tcfg.selection_metric, value, state["best_value"]):
+                    state.update(best_value=value, best_step=step, best_metrics=metrics, bad_evals=0)
+                    ckpt.save_tensors(best_path, model.state_dict())
+                else:
+                    state["bad_evals"] += 1
+                if tcfg.early_stopping_patience and state["bad_evals"] >= tcfg.early_stopping_patience:
+                    stopped_early = True
+                    log.info("early stop at step %d: validation %s has not improved for %d evaluations",
+                             step, tcfg.selection_metric, state["bad_evals"])
+            if step % tcfg.checkpoint_every == 0 or step == job.max_steps or stopped_early:
+                state["step"] = step
+                ckpt.save_training_state(job.run_dir, model, optimizer, generator, state)
+            if stopped_early:
+                break
+    finally:
+        progress.stop()
+        logger.close()
+
+    if not best_path.exists():          # every step skipped: keep the current weights rather than nothing
+        ckpt.save_tensors(best_path, model.state_dict())
+    ckpt.load_weights(model, ckpt.load_tensors(best_path), best_path)
+    model.eval()
+    return FitResult(model=model, best_path=best_path, best_step=state["best_step"],
+                     best_metrics=state["best_metrics"], steps_done=step, stopped_early=stopped_early,
+                     nan_skipped=state["nan_skipped"], device=str(device), history=state["history"])
+
+
+def _forecast_summary(panel: Panel) -> str:
+    parts = []
+    for symbol, info in panel.forecast.items():
+        text = f"{symbol}: {info.get('backend', 'none')}"
+        if info.get("fallback_reason"):
+            text += f" (requested {info.get('requested')}; {info['fallback_reason']})"
+        parts.append(text)
+    return "; ".join(parts)

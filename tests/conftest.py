@@ -1,0 +1,18 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """The shared folder of real daily CSVs (or $HFTRAIN_REAL_DATA); skips the test when absent."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "daily"
+    folder = Path(os.environ.get("HFTRAIN_REAL_DATA", default))
+    if not folder.is_dir() or not any(folder.glob("*.csv")):
+        pytest.skip(f"no real data folder at {folder}")
+    return folder
