@@ -46,6 +46,8 @@ class DataConfig(Section):
         None, ge=0, description="Bars dropped between train/val and val/test; None = context_length + horizon.")
     synthetic_bars: int = Field(3000, ge=100, description="Length of each synthetic series, in bars.")
     synthetic_seed: int = Field(7, description="Seed of the synthetic market generator.")
+    synthetic_edge: float = Field(
+        1.0, ge=0, description="Strength of the synthetic market's hidden drift (oracle Sharpe; 0 = random walk).")
     use_toto_forecasts: bool = Field(True, description="Append forecast features (Toto by default) to every bar.")
     forecast_backend: Optional[ForecastBackend] = Field(
         None, description="Forecaster for features; None = toto if use_toto_forecasts else none.")
@@ -178,8 +180,14 @@ class Config(Section):
 # --- YAML loading -----------------------------------------------------------------------------
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-3` and `3E5` as floats (YAML 1.1 needs a dot and a sign)."""
+    """SafeLoader that reads `1e-3` and `3E5` as floats (YAML 1.1 needs a dot and a sign) and keeps
+    dates such as 2010-01-04 as strings (the config stores dates as text)."""
 
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

@@ -17,7 +17,7 @@ the close of bar t+1), as produced by hftraining.tracker. Inputs must be finite.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -42,9 +42,10 @@ def equity_curve(r, initial: float = 1.0) -> np.ndarray:
     """Compounded equity after each bar, starting from `initial` (length len(r) + 1)."""
     r = _as_returns(r)
     out = np.empty(r.size + 1)
-    out[0] = 1.0
-    np.cumprod(1.0 + r, out=out[1:])
-    return out * initial
+    out[0] = initial
+    np.add(r, 1.0, out=out[1:])
+    np.cumprod(out, out=out)
+    return out
 
 
 def volatility(r, periods_per_year: int = PERIODS_PER_YEAR) -> float:
@@ -79,27 +80,36 @@ def max_drawdown(r) -> float:
 
     Returned as a negative number (or 0.0); reports that show a magnitude say so.
     """
-    equity = equity_curve(r)
-    return float(np.min(equity / np.maximum.accumulate(equity)) - 1.0)
+    return _drawdown_of(equity_curve(r))
+
+
+def _drawdown_of(equity: np.ndarray) -> float:
+    peak = np.maximum.accumulate(equity)
+    np.divide(equity, peak, out=peak)
+    return float(peak.min() - 1.0)
 
 
 def cagr(r, periods_per_year: int = PERIODS_PER_YEAR) -> float:
     """Compound annual growth: wealth ** (P / n_bars) - 1, with years = n_bars / P."""
     r = _as_returns(r)
-    if r.size == 0:
+    return _cagr_of(float(np.prod(1.0 + r)), r.size, periods_per_year)
+
+
+def _cagr_of(wealth: float, n_bars: int, periods_per_year: int) -> float:
+    if n_bars == 0:
         return 0.0
-    wealth = float(np.prod(1.0 + r))
     if wealth <= 0.0:
         return -1.0
-    return float(wealth ** (periods_per_year / r.size) - 1.0)
+    return float(wealth ** (periods_per_year / n_bars) - 1.0)
 
 
 def calmar(r, periods_per_year: int = PERIODS_PER_YEAR) -> float:
     """cagr / |max_drawdown|; 0.0 when there was no drawdown."""
-    drawdown = max_drawdown(r)
-    if drawdown == 0.0:
-        return 0.0
-    return cagr(r, periods_per_year) / abs(drawdown)
+    return _calmar_of(cagr(r, periods_per_year), max_drawdown(r))
+
+
+def _calmar_of(growth: float, drawdown: float) -> float:
+    return 0.0 if drawdown == 0.0 else growth / abs(drawdown)
 
 
 def hit_rate(r, positions=None) -> float:
@@ -132,17 +142,20 @@ def trade_spans(positions, breaks=None) -> tuple[np.ndarray, np.ndarray]:
     trade. `breaks[t]` (optional) marks a position closed during bar t's holding interval (a stop
     or take-profit), so bar t ends its trade and a position at t+1 opens a new one.
     """
-    p = _as_returns(positions)
-    sign = np.sign(p)
-    after = sign if breaks is None else np.where(breaks, 0.0, sign)
-    before = np.concatenate(([0.0], after[:-1]))
+    sign = np.sign(_as_returns(positions))
     held = sign != 0.0
-    starts = np.flatnonzero(held & (sign != before))
-    following = np.concatenate((sign[1:], [0.0]))
-    ends_mask = held & (following != sign)
+    after = sign if breaks is None else np.where(breaks, 0.0, sign)
+    opens = np.empty(sign.size, dtype=bool)  # held and a different sign than after the last bar
+    opens[:1] = True
+    np.not_equal(sign[1:], after[:-1], out=opens[1:])
+    opens &= held
+    closes = np.empty(sign.size, dtype=bool)  # held and the next bar differs (or this is the last)
+    closes[-1:] = True
+    np.not_equal(sign[:-1], sign[1:], out=closes[:-1])
     if breaks is not None:
-        ends_mask |= held & np.asarray(breaks, dtype=bool)
-    return starts, np.flatnonzero(ends_mask)
+        closes |= breaks
+    closes &= held
+    return np.flatnonzero(opens), np.flatnonzero(closes)
 
 
 def span_products(factors: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -199,7 +212,7 @@ def _closed_trade_returns(trades) -> np.ndarray:
 
 
 def summarize(net_returns, positions=None, trades=None, periods_per_year: int = PERIODS_PER_YEAR,
-              *, turnover: Optional[float] = None, trade_count: Optional[int] = None) -> dict[str, Any]:
+              *, turnover: float | None = None, trade_count: int | None = None) -> dict[str, Any]:
     """Every headline number in one dict of plain floats and ints (JSON and TensorBoard ready).
 
     `positions[t]` is the position that earned `net_returns[t]`; `trades` is the tracker's trade
@@ -213,20 +226,30 @@ def summarize(net_returns, positions=None, trades=None, periods_per_year: int = 
     p = _as_returns(positions)
     if p.shape != r.shape:
         raise ValueError(f"positions has {p.size} bars but net_returns has {r.size}")
-    traded = traded_amounts(p)
     n = r.size
+    if turnover is None or trade_count is None:
+        traded = traded_amounts(p)
+        if turnover is None:
+            turnover = float(traded.mean()) if n else 0.0
+        if trade_count is None:
+            trade_count = int(np.count_nonzero(traded))
+    equity = equity_curve(r)  # compounded once, shared by total return, drawdown, CAGR and Calmar
+    growth = _cagr_of(float(equity[-1]), n, periods_per_year)
+    drawdown = _drawdown_of(equity)
+    held = p != 0.0
+    n_held = int(np.count_nonzero(held))
     return {
-        "total_return": total_return(r),
+        "total_return": float(equity[-1] - 1.0),
         "sharpe_ratio": sharpe_ratio(r, periods_per_year),
         "sortino": sortino_ratio(r, periods_per_year),
-        "max_drawdown": max_drawdown(r),
+        "max_drawdown": drawdown,
         "win_rate": win_rate(_closed_trade_returns(trades)),
-        "trade_count": int(np.count_nonzero(traded) if trade_count is None else trade_count),
-        "turnover": float((traded.mean() if n else 0.0) if turnover is None else turnover),
-        "exposure": float(np.count_nonzero(p) / n) if n else 0.0,
-        "cagr": cagr(r, periods_per_year),
-        "calmar": calmar(r, periods_per_year),
-        "hit_rate": hit_rate(r, p),
+        "trade_count": int(trade_count),
+        "turnover": float(turnover),
+        "exposure": n_held / n if n else 0.0,
+        "cagr": growth,
+        "calmar": _calmar_of(growth, drawdown),
+        "hit_rate": hit_rate(r, held),
         "volatility": volatility(r, periods_per_year),
         "n_bars": int(n),
     }

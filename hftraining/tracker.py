@@ -42,7 +42,7 @@ same code interpreted otherwise; tests check the two agree) and vectorises the r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,7 +137,7 @@ class TrackerResult:
     equity: np.ndarray  # T values: equity at each close, equity[0] = initial capital
     trades: pd.DataFrame
     metrics: dict[str, Any]
-    dates: Optional[np.ndarray] = field(default=None, repr=False)
+    dates: np.ndarray | None = field(default=None, repr=False)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per decision bar: date (of the decision), position, asset/gross/net return, cost,
@@ -169,7 +169,7 @@ class ProfitTracker:
 
     def __init__(self, initial_capital: float = 100_000.0, commission: float = 0.0005,
                  slippage: float = 0.0005, max_position_size: float = 1.0,
-                 stop_loss: Optional[float] = None, take_profit: Optional[float] = None,
+                 stop_loss: float | None = None, take_profit: float | None = None,
                  periods_per_year: int = metrics.PERIODS_PER_YEAR):
         if initial_capital <= 0 or commission < 0 or slippage < 0 or max_position_size <= 0:
             raise ValueError("initial_capital and max_position_size must be > 0; commission and slippage >= 0")
@@ -186,7 +186,7 @@ class ProfitTracker:
         self.periods_per_year = periods_per_year
 
     @classmethod
-    def from_config(cls, tracker_cfg, periods_per_year: int = metrics.PERIODS_PER_YEAR) -> "ProfitTracker":
+    def from_config(cls, tracker_cfg, periods_per_year: int = metrics.PERIODS_PER_YEAR) -> ProfitTracker:
         """Build from `hftraining.config.TrackerConfig` (periods_per_year lives in DataConfig)."""
         return cls(initial_capital=tracker_cfg.initial_capital, commission=tracker_cfg.commission,
                    slippage=tracker_cfg.slippage, max_position_size=tracker_cfg.max_position_size,
@@ -202,8 +202,8 @@ class ProfitTracker:
     def uses_stops(self) -> bool:
         return self.stop_loss is not None or self.take_profit is not None
 
-    def run(self, positions, close, high=None, low=None, open=None, dates=None,  # noqa: A002
-            use_numba: Optional[bool] = None) -> TrackerResult:
+    def run(self, positions, close, high=None, low=None, open=None, dates=None,
+            use_numba: bool | None = None) -> TrackerResult:
         """Simulate T bars of target positions; returns T-1 return rows (see the module docstring).
 
         `use_numba=False` forces the interpreted stop kernel (tests compare the two).
@@ -237,58 +237,71 @@ class ProfitTracker:
 
     def _account(self, held, reason, fill, close, dates) -> TrackerResult:
         """Vectorised bookkeeping shared by both paths: returns, costs, equity, trades, metrics."""
-        c = self.cost_rate
-        asset = close[1:] / close[:-1] - 1.0
+        n = held.size
+        asset = close[1:] / close[:-1]
+        asset -= 1.0
+        stopped = np.zeros(n, dtype=bool) if reason is None else reason != NO_EXIT
         if reason is None:
-            stopped = np.zeros(held.size, dtype=bool)
             gross = held * asset
             after = held
         else:
-            stopped = reason != NO_EXIT
             gross = held * np.where(stopped, fill / close[:-1] - 1.0, asset)
-            after = np.where(stopped, 0.0, held)
-        before = np.concatenate(([0.0], after[:-1]))
-        entry_traded = np.abs(held - before)
-        traded = entry_traded + np.where(stopped, np.abs(held), 0.0) if reason is not None else entry_traded
-        costs = c * traded
+            after = np.where(stopped, 0.0, held)  # flat at the next close after a stop exit
+        traded = np.empty(n)  # turnover per bar: |p_t - p_{t-1}|, plus |p_t| for a stop exit
+        traded[0] = held[0]
+        np.subtract(held[1:], after[:-1], out=traded[1:])
+        np.abs(traded, out=traded)
+        trade_count = int(np.count_nonzero(traded))
+        if reason is not None:
+            traded += np.where(stopped, np.abs(held), 0.0)
+            trade_count += int(np.count_nonzero(stopped))
+        costs = traded * self.cost_rate
         net = gross - costs
-        equity = self.initial_capital * metrics.equity_curve(net)
+        equity = metrics.equity_curve(net, self.initial_capital)
 
-        trades = self._trade_table(held, before, stopped, reason, fill, gross, close, dates)
-        summary = metrics.summarize(
-            net, held, trades, self.periods_per_year, turnover=float(traded.mean()),
-            trade_count=int(np.count_nonzero(entry_traded) + np.count_nonzero(stopped)))
+        trades = self._trade_table(held, traded, stopped if reason is not None else None,
+                                   reason, fill, gross, close, dates)
+        summary = metrics.summarize(net, held, trades, self.periods_per_year,
+                                    turnover=float(traded.mean()), trade_count=trade_count)
         summary["final_equity"] = float(equity[-1])
         return TrackerResult(net_returns=net, gross_returns=gross, costs=costs, positions=held,
                              asset_returns=asset, stopped=stopped, equity=equity, trades=trades,
                              metrics=summary, dates=dates)
 
-    def _trade_table(self, held, before, stopped, reason, fill, gross, close, dates) -> pd.DataFrame:
-        """One row per trade: where it opened and closed, at what fill prices, why, and its return."""
+    def _trade_table(self, held, traded, stopped, reason, fill, gross, close, dates) -> pd.DataFrame:
+        """One row per trade: where it opened and closed, at what fill prices, why, and its return.
+
+        A trade's growth is the product over its bars of (1 + gross - own costs), where its first
+        bar is charged only its own entry (a flip's exit half belongs to the trade it closes), and
+        a signal exit multiplies in (1 - c|p|) for the exit trade on the next close.
+        """
         c, s, n = self.cost_rate, self.slippage, held.size
-        starts, ends = metrics.trade_spans(held, breaks=stopped if reason is not None else None)
-        size = np.abs(held)
-        opens = np.zeros(n, dtype=bool)
-        opens[starts] = True
-        own_cost = c * (np.where(opens, size, np.abs(held - before)) + np.where(stopped, size, 0.0))
-        growth = metrics.span_products(np.where(held != 0.0, 1.0 + gross - own_cost, 1.0), starts)
+        starts, ends = metrics.trade_spans(held, breaks=stopped)
+        own = traded.copy()
+        own[starts] = np.abs(held[starts])
+        if stopped is not None:
+            own[starts] += np.where(stopped[starts], own[starts], 0.0)
+        factors = gross - own * c
+        factors += 1.0
+        factors[held == 0.0] = 1.0
+        growth = metrics.span_products(factors, starts)
 
         code = np.where(ends == n - 1, END, NO_EXIT)
-        if reason is not None:
+        if stopped is not None:
             code = np.where(stopped[ends], reason[ends], code)
-        signal_exit = code == NO_EXIT
-        growth = np.where(signal_exit, growth * (1.0 - c * size[ends]), growth)
-
         side = np.sign(held[starts])
+        signal_exit = code == NO_EXIT
+        growth[signal_exit] *= 1.0 - c * np.abs(held[ends[signal_exit]])
+
         exit_index = ends + 1
         exit_price = close[exit_index] * np.where(code == END, 1.0, 1.0 - s * side)
-        if reason is not None:
+        if stopped is not None:
             exit_price = np.where(stopped[ends], fill[ends] * (1.0 - s * side), exit_price)
         table = {
             "entry_index": starts,
             "exit_index": exit_index,
             "side": pd.Categorical.from_codes((side < 0).astype(np.int8), categories=["long", "short"]),
-            "size": size[starts],
+            "size": np.abs(held[starts]),
             "entry_price": close[starts] * (1.0 + s * side),
             "exit_price": exit_price,
             "return": growth - 1.0,

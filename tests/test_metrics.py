@@ -121,7 +121,7 @@ def test_matches_quantstats(qs, seed, periods, first):
     if first is not None:
         r[0] = first  # a first-bar loss: drawdown must be measured from the initial 1.0
     s = _series(r)
-    tol = dict(rel=1e-9, abs=1e-12)
+    tol = {"rel": 1e-9, "abs": 1e-12}
     assert metrics.sharpe_ratio(r, periods) == pytest.approx(qs.stats.sharpe(s, rf=0.0, periods=periods), **tol)
     assert metrics.sortino_ratio(r, periods) == pytest.approx(qs.stats.sortino(s, rf=0.0, periods=periods), **tol)
     assert metrics.max_drawdown(r) == pytest.approx(qs.stats.max_drawdown(s), **tol)

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from hftraining.config import DataConfig
-from hftraining.data import load_bars
-from hftraining.data import yahoo
+from hftraining.data import load_bars, yahoo
 from hftraining.data.sources import resolve_source
 from hftraining.errors import UserError
 
@@ -41,7 +40,8 @@ def test_csv_source_and_labels(csv_dir, tmp_path):
 
 
 def test_dates_cut_inclusively(csv_dir, tmp_path):
-    bars = load_bars("AAPL", DataConfig(data_dir=str(csv_dir), start="2024-01-03", end="2024-01-04"), tmp_path)
+    data = DataConfig(data_dir=str(csv_dir), start="2024-01-03", end="2024-01-04")
+    bars = load_bars("AAPL", data, tmp_path)
     assert list(bars.index) == [pd.Timestamp("2024-01-03"), pd.Timestamp("2024-01-04")]
     assert bars.attrs["source"] == "csv"
 

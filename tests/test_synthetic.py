@@ -66,7 +66,8 @@ def test_fat_tails_and_volatility_clustering():
 def test_no_edge_means_trend_does_not_predict():
     hits = []
     for seed in range(3):
-        signal, following = trend_signal_and_next_return(log_returns(generate_bars("AAPL", 4000, seed, edge=0)))
+        r = log_returns(generate_bars("AAPL", 4000, seed, edge=0))
+        signal, following = trend_signal_and_next_return(r)
         hits.append(signal * following)
     assert abs(t_stat(np.concatenate(hits))) < 3
 

@@ -166,10 +166,10 @@ def test_causality_future_bars_do_not_change_past_returns():
 
 def bars(close, low=None, high=None, open_=None):
     close = np.asarray(close, dtype=float)
-    return dict(close=close,
-                low=close if low is None else np.asarray(low, dtype=float),
-                high=close if high is None else np.asarray(high, dtype=float),
-                open=close if open_ is None else np.asarray(open_, dtype=float))
+    return {"close": close,
+            "low": close if low is None else np.asarray(low, dtype=float),
+            "high": close if high is None else np.asarray(high, dtype=float),
+            "open": close if open_ is None else np.asarray(open_, dtype=float)}
 
 
 def test_stop_loss_triggers_on_intrabar_low_not_close():
@@ -288,3 +288,17 @@ def test_bad_input_is_refused():
         ProfitTracker(stop_loss=0.1).run(np.ones(5), CLOSE, low=CLOSE[:3])
     with pytest.raises(ValueError, match="stop_loss"):
         ProfitTracker(stop_loss=1.5)
+
+
+def test_bench_script_runs_and_writes_json(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_eval.py"
+    spec = importlib.util.spec_from_file_location("bench_eval", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--bars", "2000", "--repeats", "1", "--skip-interpreted", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench" / "bench_eval.json").read_text())
+    assert report["bars"] == 2000 and report["figures"]["stops"]["bars_per_second"] > 0

@@ -58,10 +58,12 @@ class FakeDownload:
         self.calls: list[dict] = []
 
     def __call__(self, tickers, start=None, end=None, period=None, interval="1d", **kwargs):
-        self.calls.append(dict(tickers=tickers, start=start, end=end, period=period, interval=interval, **kwargs))
+        self.calls.append(dict(tickers=tickers, start=start, end=end, period=period, interval=interval,
+                               **kwargs))
         histories = {}
         for ticker in [tickers, *self.extra]:
-            frame = self.universe.get(ticker, pd.DataFrame(columns=YAHOO_COLUMNS, index=pd.DatetimeIndex([], name="Date")))
+            nothing = pd.DataFrame(columns=YAHOO_COLUMNS, index=pd.DatetimeIndex([], name="Date"))
+            frame = self.universe.get(ticker, nothing)
             if start is not None:
                 frame = frame[frame.index >= pd.Timestamp(start)]
             if end is not None:
@@ -231,7 +233,8 @@ def test_yfinance_exception_becomes_one_line(monkeypatch, tmp_path):
         raise RuntimeError("Too Many Requests. Rate limited.\nmore detail")
 
     monkeypatch.setattr(yfinance, "download", broken)
-    with pytest.raises(UserError, match=r"^Yahoo Finance download of AAPL failed: Too Many Requests\. Rate limited\.$"):
+    expected = r"^Yahoo Finance download of AAPL failed: Too Many Requests\. Rate limited\.$"
+    with pytest.raises(UserError, match=expected):
         load_bars("AAPL", yahoo_config(), tmp_path)
 
 

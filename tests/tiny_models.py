@@ -86,3 +86,28 @@ def save_all(root: str | Path) -> dict[str, Path]:
     return {"toto": save_tiny_toto(root / "toto"),
             "bolt": save_tiny_chronos_bolt(root / "bolt"),
             "chronos2": save_tiny_chronos2(root / "chronos2")}
+
+
+_BUILDERS = {"toto": save_tiny_toto, "bolt": save_tiny_chronos_bolt, "chronos2": save_tiny_chronos2}
+_BUILT: dict[str, Path] = {}
+
+
+def tiny_model_dir(kind: str) -> Path:
+    """The folder of a tiny model ("toto", "bolt" or "chronos2"), built once per test process."""
+    if kind not in _BUILT:
+        import atexit
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix=f"hftrain-tiny-{kind}-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _BUILT[kind] = _BUILDERS[kind](root / kind)
+    return _BUILT[kind]
+
+
+def random_prices(n: int, seed: int = 0, vol: float = 0.01, start: float = 100.0):
+    """A geometric random walk of n daily closes (float64), the test input for forecasters."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return start * np.exp(np.cumsum(rng.normal(0.0003, vol, n)))

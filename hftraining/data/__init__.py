@@ -7,4 +7,4 @@ from hftraining.data.bars import check_bars, summarize
 from hftraining.data.sources import load_bars
 from hftraining.data.synthetic import generate_bars
 
-__all__ = ["load_bars", "check_bars", "summarize", "generate_bars"]
+__all__ = ["check_bars", "generate_bars", "load_bars", "summarize"]

@@ -136,8 +136,8 @@ def check_bars(df: pd.DataFrame, symbol: str, where: str) -> pd.DataFrame:
     missing = [c for c in ["date", *COLUMNS] if c not in df.columns]
     if missing:
         raise UserError(
-            f"{where}: {symbol}: missing column {', '.join(missing)}; expected "
-            "date,open,high,low,close,adj_close,volume (or Yahoo's Date,Open,High,Low,Close,Adj Close,Volume)")
+            f"{where}: {symbol}: missing column {', '.join(missing)}; expected date,open,high,low,close,"
+            "adj_close,volume (or Yahoo's Date,Open,High,Low,Close,Adj Close,Volume)")
     if len(df) == 0:
         raise UserError(f"{where}: {symbol}: no bars (a header but no rows)")
 

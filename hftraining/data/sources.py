@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
 from hftraining.config import DataConfig
 from hftraining.data.bars import check_bars
-from hftraining.data.synthetic import DEFAULT_EDGE, generate_bars
+from hftraining.data.synthetic import generate_bars
 from hftraining.data.yahoo import load_yahoo
 from hftraining.errors import UserError
 from hftraining.layout import normalize_symbol
@@ -37,20 +36,22 @@ def _available(folder: Path) -> str:
     return f"{folder} has {len(symbols)}: {shown}"
 
 
-def csv_path(symbol: str, data_dir: Optional[str]) -> Path:
+def csv_path(symbol: str, data_dir: str | None) -> Path:
     """`<data_dir>/<SYMBOL>.csv` (any case of the file name), or a UserError saying what exists."""
     if not data_dir:
         raise UserError("data.source is csv but no folder is set: use --data-dir DIR with <SYMBOL>.csv files")
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
-        raise UserError(f"--data-dir {folder}: folder not found; point --data-dir at a folder of <SYMBOL>.csv files")
+        raise UserError(
+            f"--data-dir {folder}: folder not found; point --data-dir at a folder of <SYMBOL>.csv files")
     path = folder / f"{symbol}.csv"
     if path.is_file():
         return path
     by_name = {p.stem.upper(): p for p in folder.glob("*.csv")}
     if symbol in by_name:
         return by_name[symbol]
-    raise UserError(f"{path}: no CSV for {symbol} ({_available(folder)}); use --data-dir to choose another folder")
+    raise UserError(
+        f"{path}: no CSV for {symbol} ({_available(folder)}); use --data-dir to choose another folder")
 
 
 def read_csv_bars(symbol: str, path: Path) -> pd.DataFrame:
@@ -67,7 +68,7 @@ def read_csv_bars(symbol: str, path: Path) -> pd.DataFrame:
     return bars
 
 
-def _day(value: Optional[str], key: str) -> Optional[pd.Timestamp]:
+def _day(value: str | None, key: str) -> pd.Timestamp | None:
     if value is None:
         return None
     try:
@@ -76,7 +77,7 @@ def _day(value: Optional[str], key: str) -> Optional[pd.Timestamp]:
         raise UserError(f"data.{key} must be a date YYYY-MM-DD, got {value!r}") from None
 
 
-def cut_dates(bars: pd.DataFrame, symbol: str, start: Optional[str], end: Optional[str]) -> pd.DataFrame:
+def cut_dates(bars: pd.DataFrame, symbol: str, start: str | None, end: str | None) -> pd.DataFrame:
     """Keep bars with start <= date <= end (both inclusive); none left is an error, not an empty run."""
     first, last = _day(start, "start"), _day(end, "end")
     cut = bars.loc[first:last]
@@ -103,8 +104,7 @@ def load_bars(symbol: str, data: DataConfig, raw_cache: Path) -> pd.DataFrame:
     elif source == "yahoo":
         bars = load_yahoo(symbol, data, Path(raw_cache))
     else:
-        edge = getattr(data, "synthetic_edge", DEFAULT_EDGE)
-        bars = generate_bars(symbol, data.synthetic_bars, data.synthetic_seed, edge=edge)
+        bars = generate_bars(symbol, data.synthetic_bars, data.synthetic_seed, edge=data.synthetic_edge)
     attrs = dict(bars.attrs)
     bars = cut_dates(bars, symbol, data.start, data.end).copy()
     bars.attrs = attrs

@@ -16,10 +16,10 @@ import json
 import logging
 import re
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -97,7 +97,7 @@ def frame_for_symbol(raw: pd.DataFrame, symbol: str) -> pd.DataFrame:
     return raw.dropna(how="all")
 
 
-def download(symbol: str, interval: str, start: Optional[date], end_exclusive: date) -> pd.DataFrame:
+def download(symbol: str, interval: str, start: date | None, end_exclusive: date) -> pd.DataFrame:
     """Checked bars from Yahoo for [start, end_exclusive); start=None means the full history.
 
     Returns an empty frame when Yahoo answered but has no bars; raises UserError when offline.
@@ -144,7 +144,8 @@ def _read_cache(path: Path, symbol: str) -> tuple[pd.DataFrame, date]:
     try:
         bars = check_bars(pd.read_csv(path, dtype=str), symbol, str(path))
     except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: the Yahoo cache for {symbol} is empty; delete it to download again") from None
+        raise UserError(
+            f"{path}: the Yahoo cache for {symbol} is empty; delete it to download again") from None
     checked_through = bars.index[-1].date()
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
@@ -168,7 +169,7 @@ def _same_bar(a: pd.Series, b: pd.Series) -> bool:
                             rtol=1e-6, atol=0))
 
 
-def _top_up(symbol: str, interval: str, cached: pd.DataFrame, end_exclusive: date) -> Optional[pd.DataFrame]:
+def _top_up(symbol: str, interval: str, cached: pd.DataFrame, end_exclusive: date) -> pd.DataFrame | None:
     """Cached bars plus the newer ones; the whole history again if Yahoo re-adjusted it.
 
     None when Yahoo sent nothing back, not even the last cached bar (a hiccup, not an answer).
@@ -176,8 +177,8 @@ def _top_up(symbol: str, interval: str, cached: pd.DataFrame, end_exclusive: dat
     last = cached.index[-1]
     newer = download(symbol, interval, last.date(), end_exclusive)
     if len(newer) == 0:
-        log.warning("Yahoo Finance returned no bars for %s from %s on; using the cached bars through %s",
-                    symbol, f"{last:%Y-%m-%d}", f"{last:%Y-%m-%d}")
+        log.warning("Yahoo Finance sent no bars for %s from %s on; using the cached bars as they are",
+                    symbol, f"{last:%Y-%m-%d}")
         return None
     if last in newer.index and _same_bar(cached.loc[last], newer.loc[last]):
         return pd.concat([cached, newer[newer.index > last]])

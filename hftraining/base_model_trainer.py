@@ -1,0 +1,364 @@
+"""`hftrain base` / `finetune` / `pipeline`: one base model on many stocks, fine-tuned per stock, then compared.
+
+base (windows of every listed stock, per-symbol scalers, common dates) -> fine-tune each stock from
+the base weights (hftraining.finetune) -> report: per stock, on the same test bars and costs, the
+base alone, the fine-tuned model, buy-and-hold (and a single model from scratch on request).
+The portfolio stage (hftraining.portfolio, imported lazily) closes the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from hftraining import atomic
+from hftraining import checkpoint as ckpt
+from hftraining.config import Config
+from hftraining.data.panel import Panel, Splits
+from hftraining.errors import UserError
+from hftraining.evaluation import Simulation, average_metrics, buy_and_hold, predict_positions, simulate
+from hftraining.finetune import (FinetuneRun, base_run_dir, finetune_config_from_base, finetune_stock,
+                                 symbol_panel, with_schedule)
+from hftraining.layout import Layout, claim_run_dir, new_run_id, parse_symbols
+from hftraining.report import format_table, write_test_report
+from hftraining.train_with_profit import Prepared, prepare, run_metadata
+from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
+
+log = logging.getLogger("hftraining")
+
+# Order of the strategies in the report; `finetuned` is the product, the rest are its comparisons.
+STRATEGIES = ["finetuned", "base", "single", "buy_and_hold"]
+
+
+# --- base stage --------------------------------------------------------------------------------
+
+@dataclass
+class BaseRun:
+    run_id: str
+    run_dir: Path
+    checkpoint: Path
+    tensorboard_dir: Path
+    model: torch.nn.Module
+    fit: FitResult
+    prepared: Prepared
+
+
+def train_base(symbols: list[str], config: Config, steps: Optional[int] = None, run_id: Optional[str] = None,
+               progress: bool = True, on_step: Optional[Callable[[int], None]] = None) -> BaseRun:
+    """One model on the windows of every symbol (batches mix symbols; no window crosses two)."""
+    symbols = parse_symbols(symbols)
+    if not symbols:
+        raise UserError("hftrain base: no stocks given; use --stocks AAPL MSFT ...")
+    config = with_schedule(config, steps or config.training.max_steps)
+    config.data.symbols = symbols
+    layout = Layout.at(config.paths.root)
+    layout.ensure_writable()
+    resolve_device(config.training.device)
+    prepared = prepare(symbols, config, progress=progress)
+    run_id = run_id or config.paths.run_name or new_run_id()
+    run_dir = claim_run_dir(layout.base_model(run_id))
+    tb_dir = layout.tensorboard("base", run_id)
+    meta = run_metadata("base", run_id, config, prepared, steps=config.training.max_steps,
+                        batch_size=config.training.batch_size, learning_rate=config.training.learning_rate)
+    ckpt.save_run_files(run_dir, config, prepared.scaler, meta)
+    job = TrainingJob(config=config, panel=prepared.panel, splits=prepared.splits, scaler=prepared.scaler,
+                      run_dir=run_dir, tensorboard_dir=tb_dir, kind="base", learning_rate=config.training.learning_rate,
+                      max_steps=config.training.max_steps, metadata=meta, progress=progress, on_step=on_step)
+    result = fit(job)
+    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
+                         stopped_early=result.stopped_early, device=result.device, validation=result.best_metrics)
+    return BaseRun(run_id, run_dir, result.best_path, tb_dir, result.model, result, prepared)
+
+
+# --- comparison on the test range --------------------------------------------------------------
+
+def test_simulations(models: dict[str, torch.nn.Module], prepared: Prepared, config: Config) -> dict[str, Simulation]:
+    """Every model and buy-and-hold on the same test bars of a one-symbol panel, with the same costs."""
+    panel, splits = prepared.panel, prepared.splits
+    x = torch.from_numpy(prepared.scaler.transform(panel))
+    ppy = config.data.periods_per_year
+    sims = {}
+    for name, model in models.items():
+        positions = predict_positions(model, x.to(next(model.parameters()).device), 0, splits.test)
+        sims[name] = simulate(panel, 0, splits.test, positions, config.tracker, ppy)
+    sims["buy_and_hold"] = buy_and_hold(panel, 0, splits.test, config.tracker, ppy)
+    return sims
+
+
+def write_comparison(report_dir: Path, sims_by_symbol: dict[str, dict[str, Simulation]], info: dict,
+                     runs: dict[str, dict]) -> dict:
+    """Per stock metrics.json + test_returns.csv (of the leading model) and one report.json."""
+    stocks = {}
+    for symbol, sims in sims_by_symbol.items():
+        names = [n for n in STRATEGIES if n in sims]
+        lead, others = names[0], {n: sims[n] for n in names[1:]}
+        summary = write_test_report(report_dir, sims[lead], others, {**info, "model_name": lead,
+                                                                    "runs": runs.get(symbol, {})},
+                                    prefix=f"{symbol}_")
+        stocks[symbol] = {"test_start": summary["test_start"], "test_end": summary["test_end"],
+                          "test_bars": summary["test_bars"], "runs": runs.get(symbol, {}),
+                          "strategies": {lead: summary["model"], **summary["baselines"]}}
+    average = {}
+    for name in STRATEGIES:
+        rows = {s: v["strategies"][name] for s, v in stocks.items() if name in v["strategies"]}
+        if rows:
+            average[name] = average_metrics(rows)
+    report = {**info, "stocks": stocks, "average": average}
+    atomic.write_json(report_dir / "report.json", report)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The printed table: one block per stock, then the average over stocks."""
+    blocks = []
+    label = " (SYNTHETIC market)" if report.get("synthetic") else ""
+    for symbol, stock in report["stocks"].items():
+        blocks.append(f"{symbol}{label}: test {stock['test_start']} .. {stock['test_end']} "
+                      f"({stock['test_bars']} bars, net of costs)\n" + format_table(stock["strategies"]))
+    if len(report["stocks"]) > 1:
+        blocks.append(f"average over {len(report['stocks'])} stocks\n" + format_table(report["average"]))
+    return "\n\n".join(blocks)
+
+
+def report_info(run_id: str, config: Config, prepared: Prepared) -> dict:
+    panel = prepared.panel
+    return {"run_id": run_id, "cost_per_turnover": config.tracker.commission + config.tracker.slippage,
+            "synthetic": any(src == "synthetic" for src in panel.data_source.values()),
+            "forecast_backend": {s: panel.forecast.get(s, {}).get("backend", "none") for s in panel.symbols}}
+
+
+# --- the base pipeline: base -> fine-tunes -> report -------------------------------------------
+
+@dataclass
+class BasePipelineRun:
+    base: BaseRun
+    finetuned: dict[str, FinetuneRun]
+    report_dir: Path
+    report: dict
+    summary: dict = field(default_factory=dict)
+
+
+def scratch_model(symbol: str, prepared: Prepared, config: Config, run_id: str, progress: bool):
+    """A single-stock model from random weights on the same bars: does the base help at all?"""
+    layout = Layout.at(config.paths.root)
+    run_dir = claim_run_dir(layout.finetuned_model(symbol, run_id))
+    meta = run_metadata("single", run_id, config, prepared, compared_with="base fine-tune")
+    ckpt.save_run_files(run_dir, config, prepared.scaler, meta)
+    job = TrainingJob(config=config, panel=prepared.panel, splits=prepared.splits, scaler=prepared.scaler,
+                      run_dir=run_dir, tensorboard_dir=layout.tensorboard("finetuned", run_id, [symbol]),
+                      kind=f"single {symbol}", learning_rate=config.training.learning_rate,
+                      max_steps=config.training.max_steps, metadata=meta, progress=progress)
+    result = fit(job)
+    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
+                         validation=result.best_metrics)
+    return result.model, run_dir
+
+
+def run_base_pipeline(symbols: list[str], config: Config, finetune: bool = True, base_steps: Optional[int] = None,
+                      finetune_epochs: Optional[int] = None, compare_single: bool = False,
+                      progress: bool = True) -> BasePipelineRun:
+    """The whole `hftrain base` job. Fine-tunes use the stock's slice of the base panel: same test bars."""
+    single_config = config.model_copy(deep=True)
+    base = train_base(symbols, config, steps=base_steps, progress=progress)
+    panel = base.prepared.panel
+    finetuned: dict[str, FinetuneRun] = {}
+    sims: dict[str, dict[str, Simulation]] = {}
+    runs: dict[str, dict] = {}
+    for symbol in panel.symbols:
+        stock = Prepared(symbol_panel(panel, symbol), base.prepared.splits, base.prepared.scaler)
+        models = {"base": base.model}
+        runs[symbol] = {"base": str(base.run_dir)}
+        if finetune:
+            ft = finetune_stock(symbol, base.run_dir, config=finetune_config_from_base(base.run_dir),
+                                epochs=finetune_epochs, run_id=base.run_id,
+                                data=(stock.panel, stock.splits), progress=progress)
+            finetuned[symbol] = ft
+            models["finetuned"] = ft.model
+            runs[symbol]["finetuned"] = str(ft.run_dir)
+        if compare_single:
+            single_cfg = with_schedule(single_config, single_config.training.max_steps)
+            single_cfg.data.symbols = [symbol]
+            models["single"], single_dir = scratch_model(symbol, stock, single_cfg, f"{base.run_id}-scratch",
+                                                         progress)
+            runs[symbol]["single"] = str(single_dir)
+        sims[symbol] = test_simulations(models, stock, config)
+    report_dir = Layout.at(config.paths.root).report(base.run_id)
+    info = {**report_info(base.run_id, config, base.prepared), "base_run": str(base.run_dir),
+            "symbols": panel.symbols}
+    report = write_comparison(report_dir, sims, info, runs)
+    ckpt.update_metadata(base.run_dir, report_dir=str(report_dir),
+                         test={s: v["strategies"]["base"] for s, v in report["stocks"].items()})
+    summary = {"run_id": base.run_id, "base_run": str(base.run_dir), "checkpoint": str(base.checkpoint),
+               "tensorboard_dir": str(base.tensorboard_dir), "report_dir": str(report_dir),
+               "finetuned": {s: str(ft.run_dir) for s, ft in finetuned.items()},
+               "synthetic": info["synthetic"], "average": report["average"],
+               "stocks": {s: v["strategies"] for s, v in report["stocks"].items()}}
+    return BasePipelineRun(base, finetuned, report_dir, report, summary)
+
+
+def run_finetune(symbol: str, base: str | Path, config: Optional[Config] = None, epochs: Optional[int] = None,
+                 steps: Optional[int] = None, progress: bool = True):
+    """The whole `hftrain finetune` job: fine-tune, then compare with the base alone and buy-and-hold."""
+    ft = finetune_stock(symbol, base, config=config, epochs=epochs, steps=steps, progress=progress)
+    config = ft.config
+    report_dir = Layout.at(config.paths.root).report(ft.run_id)
+    sims = {ft.symbol: test_simulations({"finetuned": ft.model, "base": ft.base_model}, ft.prepared, config)}
+    info = {**report_info(ft.run_id, config, ft.prepared), "base_run": ft.metadata["base_run"],
+            "symbols": [ft.symbol], "symbol_in_base": ft.metadata["symbol_in_base"]}
+    report = write_comparison(report_dir, sims, info, {ft.symbol: {"base": ft.metadata["base_run"],
+                                                                   "finetuned": str(ft.run_dir)}})
+    ckpt.update_metadata(ft.run_dir, report_dir=str(report_dir),
+                         test=report["stocks"][ft.symbol]["strategies"]["finetuned"])
+    summary = {"run_id": ft.run_id, "symbol": ft.symbol, "run_dir": str(ft.run_dir),
+               "checkpoint": str(ft.checkpoint), "base_run": ft.metadata["base_run"],
+               "tensorboard_dir": str(ft.tensorboard_dir), "report_dir": str(report_dir),
+               "steps": ft.metadata["steps"], "synthetic": info["synthetic"],
+               "test": report["stocks"][ft.symbol]["strategies"]}
+    return ft, report, summary
+
+
+# --- the seed's Python API ---------------------------------------------------------------------
+
+class BaseModelTrainer:
+    """The guide's API: base model on many stocks, fine-tune per stock, portfolios over pairs."""
+
+    def __init__(self, base_stocks: list[str], config: Optional[Config] = None, progress: bool = True):
+        self.base_stocks = parse_symbols(base_stocks)
+        self.config = (config or Config()).model_copy(deep=True)
+        self.progress = progress
+        self.base_run: Optional[Path] = None
+
+    def train_base_model(self, max_steps: Optional[int] = None, batch_size: Optional[int] = None):
+        """Train the base model; returns (model, checkpoint_path)."""
+        config = self.config.model_copy(deep=True)
+        if batch_size is not None:
+            config.training.batch_size = batch_size
+        run = train_base(self.base_stocks, config, steps=max_steps, progress=self.progress)
+        self.base_run = run.run_dir
+        return run.model, run.checkpoint
+
+    def finetune_for_stock(self, stock_symbol: str, base_checkpoint_path: Optional[str | Path] = None,
+                           num_epochs: Optional[int] = None):
+        """Fine-tune the base (this trainer's, or the run holding `base_checkpoint_path`); (model, path)."""
+        base = base_checkpoint_path or self.base_run
+        if base is None:
+            raise UserError("finetune_for_stock: no base model yet; call train_base_model() or pass "
+                            "base_checkpoint_path")
+        ft = finetune_stock(stock_symbol, base, epochs=num_epochs, progress=self.progress)
+        return ft.model, ft.checkpoint
+
+    def train_pair_portfolio(self, symbols: list[str]):
+        """Portfolio stage over one group (hftraining.portfolio), initialised from this trainer's base."""
+        from hftraining.portfolio import run_portfolio     # written by the portfolio stage
+
+        return run_portfolio(parse_symbols(list(symbols)), self.config, base_run=self.base_run,
+                             progress=self.progress)
+
+    def run_complete_pipeline(self, pair_symbols: Optional[list[tuple[str, ...]]] = None,
+                              base_steps: Optional[int] = None, finetune_epochs: Optional[int] = None,
+                              compare_single: bool = False) -> dict:
+        """base -> fine-tune every base stock -> one portfolio per group; what each stage produced."""
+        pairs = [parse_symbols(list(p)) for p in pair_symbols] if pair_symbols else default_pairs(self.base_stocks)
+        run = run_base_pipeline(self.base_stocks, self.config, base_steps=base_steps,
+                                finetune_epochs=finetune_epochs, compare_single=compare_single,
+                                progress=self.progress)
+        self.base_run = run.base.run_dir
+        portfolios = {}
+        for group in pairs:
+            portfolio = self.train_pair_portfolio(group)
+            portfolios["_".join(group)] = {"run_dir": str(portfolio.run_dir), "report_dir": str(portfolio.report_dir),
+                                           "summary": portfolio.summary}
+        return {"base": str(run.base.run_dir), "base_checkpoint": str(run.base.checkpoint),
+                "finetuned": {s: str(ft.run_dir) for s, ft in run.finetuned.items()},
+                "report": str(run.report_dir), "comparison": run.summary["stocks"], "portfolios": portfolios}
+
+
+def default_pairs(symbols: list[str]) -> list[list[str]]:
+    """Consecutive pairs of the base stocks: (AAPL, GOOGL), (MSFT, TSLA), ..."""
+    return [list(p) for p in zip(symbols[0::2], symbols[1::2])]
+
+
+def parse_groups(values: list[str]) -> list[list[str]]:
+    """`--pairs AAPL,MSFT --pairs GOOGL,TSLA` (or one quoted 'AAPL,MSFT GOOGL,TSLA') -> groups of >= 2."""
+    groups = []
+    for value in values:
+        for text in value.split():
+            group = parse_symbols(text.split(","))
+            if len(group) < 2:
+                raise UserError(f"--pairs {text}: a group needs at least two symbols, e.g. --pairs AAPL,MSFT")
+            groups.append(group)
+    if not groups:
+        raise UserError("--pairs: give at least one group, e.g. --pairs AAPL,MSFT")
+    return groups
+
+
+# --- CLI commands (cli.py parses; these build the config and print) ----------------------------
+
+def _print(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def run_base_command(stocks, finetune, base_steps, finetune_epochs, batch_size, compare_single, config, set_, out,
+                     source, data_dir, start, end, steps, device, seed, forecast_backend, json_, quiet, **_):
+    from hftraining.cli import build_config, emit_json
+
+    cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
+                       symbols=parse_symbols(stocks) or None,
+                       extra={"training.batch_size": batch_size})
+    run = run_base_pipeline(cfg.data.symbols, cfg, finetune=finetune, base_steps=base_steps,
+                            finetune_epochs=finetune_epochs, compare_single=compare_single, progress=not quiet)
+    _print("\n" + format_report(run.report))
+    _print(f"base: {run.base.run_dir}\nreport: {run.report_dir}\n"
+           f"tensorboard: tensorboard --logdir {Layout.at(cfg.paths.root).root / 'tensorboard'}")
+    if json_:
+        emit_json(run.summary)
+
+
+def run_finetune_command(stock, base_run, epochs, config, set_, out, source, data_dir, start, end, steps, device,
+                         seed, json_, quiet, **_):
+    from hftraining.cli import build_config, emit_json
+
+    base_dir = base_run_dir(base_run)
+    updates = {"paths.root": str(out) if out else None, "data.source": source or ("csv" if data_dir else None),
+               "data.data_dir": str(data_dir) if data_dir else None, "data.start": start, "data.end": end,
+               "training.device": device, "training.seed": seed}
+    if config is None:
+        cfg = finetune_config_from_base(base_dir, set_, updates)
+    else:
+        cfg = build_config(config, set_, out, source, data_dir, start, end, None, device, seed)
+    _, report, summary = run_finetune(stock, base_dir, cfg, epochs=epochs, steps=steps, progress=not quiet)
+    _print("\n" + format_report(report))
+    _print(f"run: {summary['run_dir']}\nreport: {summary['report_dir']}")
+    if json_:
+        emit_json(summary)
+
+
+def run_pipeline_command(stocks, pairs, config, set_, out, source, data_dir, start, end, steps, device, seed,
+                         forecast_backend, json_, quiet, **_):
+    from hftraining.cli import build_config, emit_json
+
+    try:
+        from hftraining.portfolio import run_portfolio  # noqa: F401  (fail before hours of base training)
+    except ImportError:
+        raise UserError("hftrain pipeline: the portfolio stage is not available in this version") from None
+    groups = parse_groups(pairs)
+    cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
+                       symbols=parse_symbols(stocks))
+    trainer = BaseModelTrainer(cfg.data.symbols, cfg, progress=not quiet)
+    result = trainer.run_complete_pipeline(pair_symbols=groups)
+    _print(f"base: {result['base']}\nreport: {result['report']}\n"
+           + "\n".join(f"portfolio {name}: {p['run_dir']}" for name, p in result["portfolios"].items()))
+    if json_:
+        emit_json(result)
+
+
+if __name__ == "__main__":     # the guide's `python base_model_trainer.py --base-stocks ...` == `hftrain base ...`
+    from hftraining.cli import main
+
+    raise SystemExit(main(["base", *sys.argv[1:]]))

@@ -1,0 +1,54 @@
+"""Simple strategies every model must beat, simulated on the same bars with the same costs.
+
+Why: a model's net Sharpe means little alone. Buy-and-hold says whether it beats owning the asset;
+volatility-scaled time-series momentum (Moskowitz, Ooi & Pedersen 2012) says whether it beats the
+oldest systematic rule there is. Portfolio runs add 1/N and minimum variance (hftraining.portfolio_sim)
+as extra entries of the same dict.
+
+Momentum, at decision bar t (decided at close t, earning close t -> t+1), with a one-bar lag so
+it only uses closes up to t-1:
+    signal  = sign(close[t-1] / close[t-1-lookback] - 1)                  (12 months = 252 bars)
+    vol     = std(daily returns of the `vol_window` bars ending at t-1, ddof=1) * sqrt(P)
+    position = clip(signal * target_vol / vol, -max_position, max_position)
+and 0 while there is not enough history (lookback + 2 bars, or vol_window returns).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hftraining.config import TrackerConfig
+from hftraining.data.panel import Panel
+from hftraining.evaluation import Simulation, buy_and_hold, simulate
+
+LOOKBACK = 252
+VOL_WINDOW = 63
+TARGET_VOL = 0.15
+
+
+def momentum_positions(close, lookback: int = LOOKBACK, vol_window: int = VOL_WINDOW,
+                       target_vol: float = TARGET_VOL, max_position: float = 1.0,
+                       periods_per_year: int = 252, lag: int = 1) -> np.ndarray:
+    """Volatility-scaled 12-month sign positions for every bar of `close` (causal; see the docstring)."""
+    close = pd.Series(np.asarray(close, dtype=np.float64))
+    signal = np.sign(close / close.shift(lookback) - 1.0)
+    vol = close.pct_change().rolling(vol_window, min_periods=vol_window).std(ddof=1) * np.sqrt(periods_per_year)
+    raw = (signal * target_vol / vol.where(vol > 0)).clip(-max_position, max_position)
+    return raw.shift(lag).fillna(0.0).to_numpy()
+
+
+def momentum(panel: Panel, symbol: int, decisions: range, tracker: TrackerConfig, periods_per_year: int = 252,
+             **kwargs) -> Simulation:
+    """Momentum simulated over `decisions`, its signal computed from closes before each decision only."""
+    close = panel.ohlc[: decisions.stop, symbol, 3]
+    positions = momentum_positions(close, max_position=tracker.max_position_size,
+                                   periods_per_year=periods_per_year, **kwargs)[decisions.start:]
+    return simulate(panel, symbol, decisions, positions, tracker, periods_per_year)
+
+
+def single_asset_baselines(panel: Panel, symbol: int, decisions: range, tracker: TrackerConfig,
+                           periods_per_year: int = 252) -> dict[str, Simulation]:
+    """The baselines of a one-asset report: buy-and-hold and momentum, same bars, same costs."""
+    return {"buy_and_hold": buy_and_hold(panel, symbol, decisions, tracker, periods_per_year),
+            "momentum": momentum(panel, symbol, decisions, tracker, periods_per_year)}

@@ -1,0 +1,223 @@
+"""`hftrain ensemble`: average the positions of several trained runs and judge the average like any model.
+
+Each member keeps its own scaler and context length; only the feature set must match, because the
+members read one panel. The default range is the test range the members share (from their metadata),
+so the ensemble is scored on bars none of them trained on or was selected on; a range that reaches
+into a member's training or validation bars is reported, with a warning, as in-sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from hftraining import checkpoint as ckpt
+from hftraining.config import Config
+from hftraining.data.panel import Panel, build_panel
+from hftraining.errors import UserError
+from hftraining.evaluation import buy_and_hold, predict_positions, simulate
+from hftraining.layout import Layout, new_run_id, normalize_symbol
+from hftraining.model import AllocationTransformer, build_model
+from hftraining.report import _clean, format_table, write_test_report
+
+log = logging.getLogger("hftraining")
+
+
+def average_predictions(positions: Sequence[np.ndarray], weights: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Weighted mean of several members' position series (weights are normalised to sum to 1)."""
+    if len(positions) == 0:
+        raise ValueError("average_predictions needs at least one position array")
+    stacked = np.stack([np.asarray(p, dtype=np.float64).reshape(-1) for p in positions])
+    if len({len(np.asarray(p).reshape(-1)) for p in positions}) != 1:
+        raise ValueError(f"position arrays differ in length: {[len(np.asarray(p).reshape(-1)) for p in positions]}")
+    w = np.ones(len(positions)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (len(positions),):
+        raise ValueError(f"{w.size} weights for {len(positions)} position arrays")
+    if np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
+    return (w / w.sum()) @ stacked
+
+
+def model_from_run(run: ckpt.RunFiles, device: torch.device | str = "cpu") -> AllocationTransformer:
+    """The run's architecture with its best weights, in eval mode (strict load, one-line errors)."""
+    cfg = run.config
+    model = build_model(len(run.scaler.feature_names), cfg.data.context_length, cfg.data.horizon, cfg.model)
+    ckpt.load_weights(model, run.weights, run.path)
+    return model.to(device).eval()
+
+
+@dataclass
+class Member:
+    name: str
+    run: ckpt.RunFiles
+    model: AllocationTransformer
+
+
+def load_members(paths: Sequence[str | Path], device: torch.device | str = "cpu") -> list[Member]:
+    """Open each run; refuse a member whose feature set differs from the first one's."""
+    if len(paths) < 2:
+        raise UserError("ensemble: give at least two runs with --models RUN1 RUN2 ...")
+    members: list[Member] = []
+    for path in paths:
+        run = ckpt.open_run(path)
+        name = str(run.metadata.get("run_id") or Path(path).name)
+        if any(m.name == name for m in members):
+            name = f"{name}#{len(members)}"
+        members.append(Member(name, run, model_from_run(run, device)))
+    first = members[0]
+    for member in members[1:]:
+        ours, theirs = first.run.scaler.feature_names, member.run.scaler.feature_names
+        if ours != theirs:
+            diff = sorted(set(ours) ^ set(theirs)) or ["same names in another order"]
+            raise UserError(f"ensemble: {member.run.path} uses a different feature set from {first.run.path} "
+                            f"({', '.join(diff[:6])}); members must share their features")
+        a = first.run.config.data.resolved_forecast_backend
+        b = member.run.config.data.resolved_forecast_backend
+        if a != b:
+            raise UserError(f"ensemble: {member.run.path} uses forecast features from {b}, {first.run.path} "
+                            f"from {a}; members must share their features")
+    return members
+
+
+def _date_index(panel: Panel, date: str, side: str) -> int:
+    """First bar on/after `date` (side='left') or one past the last bar on/before it (side='right')."""
+    return int(np.searchsorted(panel.dates, np.datetime64(date, "ns"), side=side))
+
+
+def decision_range(panel: Panel, members: list[Member], start: Optional[str], end: Optional[str]) -> tuple[range, str]:
+    """Decision bars for the ensemble and where the range came from (CLI dates or the common test range)."""
+    origin = "--start/--end"
+    if start is None and end is None:
+        tests = [m.run.metadata.get("splits", {}).get("test") for m in members]
+        if any(t is None for t in tests):
+            missing = next(m.name for m, t in zip(members, tests) if t is None)
+            raise UserError(f"ensemble: run {missing} records no test range; pass --start and --end")
+        start, end = max(t["start"] for t in tests), min(t["end"] for t in tests)
+        if start > end:
+            raise UserError(f"ensemble: the members' test ranges do not overlap (latest start {start}, earliest "
+                            f"end {end}); pass --start and --end")
+        origin = "the members' common test range"
+    start = start or panel.date_str(0)
+    end = end or panel.date_str(panel.n_time - 1)
+    context = max(m.model.context_length for m in members)
+    lo = max(_date_index(panel, start, "left"), context - 1)
+    hi = min(_date_index(panel, end, "right"), panel.n_time - 1)   # the last bar has no next-bar return
+    if hi - lo < 2:
+        raise UserError(f"ensemble: no decision bars between {start} and {end} with {context} bars of history "
+                        f"before them and a next bar after them (data covers {panel.date_str(0)} .. "
+                        f"{panel.date_str(panel.n_time - 1)})")
+    return range(lo, hi), origin
+
+
+def in_sample_members(panel: Panel, members: list[Member], decisions: range) -> list[str]:
+    """Members whose training or validation bars reach into the decision range."""
+    first = panel.date_str(decisions.start)
+    out = []
+    for m in members:
+        val = m.run.metadata.get("splits", {}).get("val")
+        if val is None or first <= val["end"]:
+            out.append(f"{m.name} (validation ends {val['end'] if val else 'unknown'})")
+    return out
+
+
+def member_positions(member: Member, panel: Panel, symbol: int, decisions: range) -> np.ndarray:
+    """One member's positions with its own scaler, exactly as its backtest would compute them."""
+    device = next(member.model.parameters()).device
+    x = torch.from_numpy(member.run.scaler.transform(panel)).to(device)
+    return predict_positions(member.model, x, symbol, decisions)
+
+
+def panel_config(members: list[Member], symbol: str, out: Optional[Path], source: Optional[str],
+                 data_dir: Optional[Path], end: Optional[str]) -> Config:
+    """The first member's data settings (so features match training), with the data options applied."""
+    cfg = members[0].run.config.model_copy(deep=True)
+    cfg.data.symbols = [symbol]
+    cfg.data.end = end
+    if data_dir is not None:
+        cfg.data.data_dir = str(data_dir)
+        cfg.data.source = source or "csv"
+    elif source is not None:
+        cfg.data.source = source
+    if out is not None:
+        cfg.paths.root = str(out)
+    return cfg
+
+
+@dataclass
+class EnsembleResult:
+    run_id: str
+    report_dir: Path
+    summary: dict
+    table: dict
+
+
+def run_ensemble(models: Sequence[str | Path], stock: Optional[str] = None, start: Optional[str] = None,
+                 end: Optional[str] = None, out: Optional[Path] = None, source: Optional[str] = None,
+                 data_dir: Optional[Path] = None, weights: Optional[Sequence[float]] = None,
+                 device: str = "cpu", progress: bool = False) -> EnsembleResult:
+    """Score the averaged positions of `models` against each member and buy-and-hold on the same bars."""
+    from hftraining.trainer import resolve_device
+
+    members = load_members(models, resolve_device(device))
+    symbol = normalize_symbol(stock or members[0].run.metadata.get("symbols", [None])[0] or "")
+    cfg = panel_config(members, symbol, out, source, data_dir, None)
+    context = max(m.model.context_length for m in members)
+    panel = build_panel([symbol], cfg, Path(cfg.paths.root), progress=progress, min_bars=context + 2)
+    decisions, origin = decision_range(panel, members, start, end)
+    s = panel.symbol_index(symbol)
+    inside = in_sample_members(panel, members, decisions)
+    if inside:
+        log.warning("ensemble range %s .. %s overlaps the training/validation bars of %s: these numbers are "
+                    "IN-SAMPLE", panel.date_str(decisions.start), panel.date_str(decisions.stop - 1),
+                    "; ".join(inside))
+
+    tracker, ppy = cfg.tracker, cfg.data.periods_per_year
+    per_member = {m.name: member_positions(m, panel, s, decisions) for m in members}
+    ensemble = simulate(panel, s, decisions, average_predictions(list(per_member.values()), weights), tracker, ppy)
+    member_sims = {name: simulate(panel, s, decisions, pos, tracker, ppy) for name, pos in per_member.items()}
+    baseline = buy_and_hold(panel, s, decisions, tracker, ppy)
+
+    run_id = new_run_id("ensemble-")
+    report_dir = Layout.at(cfg.paths.root).report(run_id)
+    info = {"run_id": run_id, "kind": "ensemble", "range_from": origin, "in_sample": bool(inside),
+            "in_sample_members": inside, "weights": None if weights is None else [float(w) for w in weights],
+            "synthetic": any(v == "synthetic" for v in panel.data_source.values()),
+            "members": {name: {"run_dir": str(m.run.path), "metrics": _clean(member_sims[name].metrics)}
+                        for name, m in zip(per_member, members)},
+            "cost_per_turnover": tracker.commission + tracker.slippage}
+    report = write_test_report(report_dir, ensemble, {"buy_and_hold": baseline}, info)
+    table = {"ensemble": report["model"], **{n: v["metrics"] for n, v in info["members"].items()},
+             "buy_and_hold": report["baselines"]["buy_and_hold"]}
+    summary = {"ensemble_run": run_id, "symbol": symbol, "report_dir": str(report_dir),
+               "start": report["test_start"], "end": report["test_end"], "bars": report["test_bars"],
+               "range_from": origin, "in_sample": bool(inside), "ensemble": report["model"],
+               "members": {n: v["metrics"] for n, v in info["members"].items()},
+               "buy_and_hold": report["baselines"]["buy_and_hold"]}
+    return EnsembleResult(run_id, report_dir, summary, table)
+
+
+def print_ensemble(result: EnsembleResult, console=None) -> None:
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    s = result.summary
+    flag = "  [IN-SAMPLE]" if s["in_sample"] else ""
+    console.print(f"\n[bold]ensemble of {len(s['members'])} on {s['symbol']}[/] {s['start']} .. {s['end']} "
+                  f"({s['bars']} bars, {s['range_from']}, net of costs){flag}")
+    console.print(format_table(result.table), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report: {result.report_dir}")
+
+
+def run_ensemble_command(models, stock, out, source, data_dir, start, end, device, json_, **_) -> None:
+    """CLI glue for `hftrain ensemble` (cli.py only parses)."""
+    from hftraining.cli import emit_json
+
+    result = run_ensemble(models or [], stock, start, end, out, source, data_dir, device=device or "cpu")
+    print_ensemble(result)
+    if json_:
+        emit_json(result.summary)

@@ -1,0 +1,214 @@
+"""Fine-tune a base model on one stock: the base's weights, scaler statistics and split dates, a lower LR.
+
+The fine-tune must see exactly the input distribution the base weights were trained on, so it
+reuses the base run's scaler (that symbol's own statistics, or the pooled ones for a symbol the
+base never saw) and refuses a base whose model shape or feature list differs from the request.
+It also reuses the base's split *dates*: bars the base trained on can never become the fine-tune's
+validation or test bars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from hftraining import checkpoint as ckpt
+from hftraining.config import Config, load_config
+from hftraining.data.panel import Panel, Splits, build_panel
+from hftraining.errors import UserError
+from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
+from hftraining.model import AllocationTransformer, build_model
+from hftraining.train_with_profit import Prepared, run_metadata
+from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
+
+log = logging.getLogger("hftraining")
+
+# Config keys that fix the shape or meaning of the weights; a fine-tune must match the base on each.
+SHAPE_KEYS = ["data.context_length", "data.horizon", "model.hidden_size", "model.num_layers", "model.num_heads",
+              "model.ff_multiplier", "model.max_position"]
+
+
+def _get(config: Config, dotted: str):
+    section, key = dotted.split(".")
+    return getattr(getattr(config, section), key)
+
+
+def with_schedule(config: Config, steps: int) -> Config:
+    """A copy of `config` whose training schedule (warmup, evaluations, checkpoints) fits `steps` steps."""
+    cfg = config.model_copy(deep=True)
+    t = cfg.training
+    t.warmup_steps = min(t.warmup_steps, steps // 10)
+    t.max_steps = steps
+    t.eval_every = min(t.eval_every, steps)
+    t.checkpoint_every = min(t.checkpoint_every, steps)
+    return cfg
+
+
+def finetune_steps(epochs: float, n_windows: int, batch_size: int) -> int:
+    """Optimizer steps for `epochs` passes over `n_windows` training windows."""
+    return max(1, math.ceil(epochs * n_windows / batch_size))
+
+
+# --- the base run ------------------------------------------------------------------------------
+
+def base_run_dir(path: str | Path) -> Path:
+    """Accept a base run folder or its model.safetensors; refuse anything else with one line."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.name == ckpt.WEIGHTS:
+        path = path.parent
+    if not path.is_dir():
+        raise UserError(f"--base {path}: no such folder; pass a run folder like runs/models/base/<run>")
+    missing = [n for n in (ckpt.CONFIG, ckpt.SCALER, ckpt.METADATA, ckpt.WEIGHTS) if not (path / n).is_file()]
+    if missing:
+        raise UserError(f"--base {path}: not a trained run folder (missing {', '.join(missing)}); "
+                        "pass a folder like runs/models/base/<run>")
+    return path.resolve()
+
+
+def finetune_config_from_base(base_dir: Path, overrides: Optional[list[str]] = None,
+                              updates: Optional[dict] = None) -> Config:
+    """The base run's config (+ --set overrides and CLI updates), with a fresh run name."""
+    cfg = load_config(base_dir / ckpt.CONFIG, overrides, updates)
+    if not any(item.strip().startswith("paths.run_name=") for item in overrides or []):
+        cfg.paths.run_name = None           # the base's run name is taken by the base's own fine-tunes
+    return cfg
+
+
+def check_compatible(base_dir: Path, base: Config, requested: Config, base_features: list[str],
+                     features: list[str]) -> None:
+    """One UserError line naming every shape key (and the feature list) where base and request differ."""
+    diffs = [f"{key} {_get(base, key)} (base) vs {_get(requested, key)} (requested)"
+             for key in SHAPE_KEYS if _get(base, key) != _get(requested, key)]
+    if (base.model.aux_weight > 0) != (requested.model.aux_weight > 0):
+        diffs.append(f"model.aux_weight {base.model.aux_weight} (base) vs {requested.model.aux_weight} "
+                     "(requested): the auxiliary head exists in only one")
+    if list(base_features) != list(features):
+        only_base = [f for f in base_features if f not in features]
+        only_new = [f for f in features if f not in base_features]
+        what = f"base only: {', '.join(only_base) or '-'}; requested only: {', '.join(only_new) or '-'}"
+        diffs.append(f"feature list ({what if only_base or only_new else 'same names, different order'})")
+    if diffs:
+        raise UserError(f"--base {base_dir}: incompatible with this fine-tune: {'; '.join(diffs)}")
+
+
+# --- the stock's data --------------------------------------------------------------------------
+
+def symbol_panel(panel: Panel, symbol: str) -> Panel:
+    """One symbol of a multi-symbol panel, on the same dates (so the same test bars)."""
+    s = panel.symbol_index(symbol)
+    return dataclasses.replace(
+        panel, symbols=[symbol], features=panel.features[:, s:s + 1], ohlc=panel.ohlc[:, s:s + 1],
+        returns=panel.returns[:, s:s + 1], data_origin={symbol: panel.data_origin.get(symbol, "")},
+        data_source={symbol: panel.data_source.get(symbol, "")}, forecast={symbol: panel.forecast.get(symbol, {})})
+
+
+def splits_by_dates(panel: Panel, spans: dict, context_length: int) -> Splits:
+    """The base run's train/val/test date spans located in this panel's dates."""
+    symbol = ", ".join(panel.symbols)
+    dates = panel.dates
+    ranges = {}
+    for name in ("train", "val", "test"):
+        start = np.searchsorted(dates, np.datetime64(spans[name]["start"]), side="left")
+        stop = np.searchsorted(dates, np.datetime64(spans[name]["end"]) + np.timedelta64(1, "D"), side="left")
+        if name == "train":
+            start = max(int(start), context_length - 1)
+        ranges[name] = range(int(start), int(stop))
+        if len(ranges[name]) == 0:
+            raise UserError(f"{symbol}: no bars in the base run's {name} dates "
+                            f"{spans[name]['start']} .. {spans[name]['end']}; load data covering them")
+    if ranges["test"].stop > panel.n_time - 1:
+        raise UserError(f"{symbol}: data ends {panel.date_str(panel.n_time - 1)}, before the base run's test "
+                        f"range ends ({spans['test']['end']}); load data covering it")
+    return Splits(train=ranges["train"], val=ranges["val"], test=ranges["test"], embargo=int(spans["embargo"]))
+
+
+def load_stock(symbol: str, config: Config, base_meta: dict, progress: bool = True) -> tuple[Panel, Splits]:
+    panel = build_panel([symbol], config, Path(config.paths.root), progress=progress)
+    return panel, splits_by_dates(panel, base_meta["splits"], config.data.context_length)
+
+
+def load_model(config: Config, n_features: int, weights: dict, where: Path) -> AllocationTransformer:
+    """A model of the run's shape holding the given weights, in eval mode, on the training device."""
+    model = build_model(n_features, config.data.context_length, config.data.horizon, config.model)
+    ckpt.load_weights(model, weights, where)
+    return model.to(resolve_device(config.training.device)).eval()
+
+
+# --- the fine-tune -----------------------------------------------------------------------------
+
+@dataclass
+class FinetuneRun:
+    symbol: str
+    run_id: str
+    run_dir: Path
+    checkpoint: Path
+    tensorboard_dir: Path
+    model: AllocationTransformer
+    base_model: AllocationTransformer
+    fit: FitResult
+    prepared: Prepared              # the stock's panel, the base's split dates, the base's scaler
+    config: Config                  # as trained (with the fine-tune schedule)
+    metadata: dict
+
+
+def finetune_stock(symbol: str, base: str | Path, config: Optional[Config] = None, epochs: Optional[float] = None,
+                   steps: Optional[int] = None, run_id: Optional[str] = None,
+                   data: Optional[tuple[Panel, Splits]] = None, progress: bool = True,
+                   on_step: Optional[Callable[[int], None]] = None) -> FinetuneRun:
+    """Initialise from the base run's best weights and train on one stock with its own schedule.
+
+    `config` defaults to the base run's; `data` (panel, splits) lets the base pipeline pass the
+    stock's slice of its own panel instead of loading it again. Steps: `steps`, else
+    ceil(epochs * training windows / batch size) with epochs = training.finetune_epochs by default.
+    """
+    symbol = normalize_symbol(symbol)
+    base_dir = base_run_dir(base)
+    base_files = ckpt.open_run(base_dir)
+    config = (config or finetune_config_from_base(base_dir)).model_copy(deep=True)
+    config.data.symbols = [symbol]
+    resolve_device(config.training.device)
+    check_compatible(base_dir, base_files.config, config, base_files.scaler.feature_names,
+                     base_files.scaler.feature_names)              # shape first: before loading any data
+    layout = Layout.at(config.paths.root)
+    layout.ensure_writable()
+
+    panel, splits = data if data is not None else load_stock(symbol, config, base_files.metadata, progress)
+    check_compatible(base_dir, base_files.config, config, base_files.scaler.feature_names, panel.feature_names)
+    scaler = base_files.scaler
+    pooled = symbol not in scaler.symbols
+    if pooled:
+        log.warning("%s: the base run %s never saw this symbol; scaling it with the base's pooled statistics",
+                    symbol, base_dir.name)
+    epochs = epochs if epochs is not None else config.training.finetune_epochs
+    n_steps = steps or finetune_steps(epochs, len(splits.train), config.training.batch_size)
+    config = with_schedule(config, n_steps)
+    prepared = Prepared(panel, splits, scaler)
+
+    run_id = run_id or config.paths.run_name or new_run_id()
+    run_dir = claim_run_dir(layout.finetuned_model(symbol, run_id))
+    tb_dir = layout.tensorboard("finetuned", run_id, [symbol])
+    meta = run_metadata(
+        "finetune", run_id, config, prepared, base_run=str(base_dir), base_run_id=base_files.metadata.get("run_id"),
+        base_symbols=base_files.metadata.get("symbols", scaler.symbols),
+        scaler={"from": str(base_dir / ckpt.SCALER),
+                "stats": "pooled over the base's symbols (symbol not in the base)" if pooled else f"{symbol} (base)"},
+        symbol_in_base=not pooled, epochs=None if steps else epochs, steps=n_steps,
+        learning_rate=config.training.finetune_learning_rate, batch_size=config.training.batch_size)
+    ckpt.save_run_files(run_dir, config, scaler, meta)
+    job = TrainingJob(config=config, panel=panel, splits=splits, scaler=scaler, run_dir=run_dir,
+                      tensorboard_dir=tb_dir, kind=f"finetune {symbol}",
+                      learning_rate=config.training.finetune_learning_rate, max_steps=n_steps, metadata=meta,
+                      init_weights=base_files.weights, progress=progress, on_step=on_step)
+    result = fit(job)
+    meta = ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
+                                steps_done=result.steps_done, stopped_early=result.stopped_early,
+                                device=result.device, validation=result.best_metrics)
+    base_model = load_model(base_files.config, len(panel.feature_names), base_files.weights, base_dir)
+    return FinetuneRun(symbol, run_id, run_dir, result.best_path, tb_dir, result.model, base_model, result,
+                       prepared, config, meta)
