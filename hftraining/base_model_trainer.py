@@ -1,4 +1,4 @@
-"""`hftrain base` / `finetune` / `pipeline`: one base model on many stocks, fine-tuned per stock, then compared.
+"""`hftrain base` / `finetune` / `pipeline`: one base model on many stocks, fine-tuned per stock, compared.
 
 base (windows of every listed stock, per-symbol scalers, common dates) -> fine-tune each stock from
 the base weights (hftraining.finetune) -> report: per stock, on the same test bars and costs, the
@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 
 from hftraining import atomic
 from hftraining import checkpoint as ckpt
 from hftraining.config import Config
-from hftraining.data.panel import Panel, Splits
 from hftraining.errors import UserError
 from hftraining.evaluation import Simulation, average_metrics, buy_and_hold, predict_positions, simulate
-from hftraining.finetune import (FinetuneRun, base_run_dir, finetune_config_from_base, finetune_stock,
-                                 symbol_panel, with_schedule)
+from hftraining.finetune import (
+    FinetuneRun,
+    base_run_dir,
+    finetune_config_from_base,
+    finetune_stock,
+    symbol_panel,
+    with_schedule,
+)
 from hftraining.layout import Layout, claim_run_dir, new_run_id, parse_symbols
 from hftraining.report import format_table, write_test_report
 from hftraining.train_with_profit import Prepared, prepare, run_metadata
@@ -48,8 +53,8 @@ class BaseRun:
     prepared: Prepared
 
 
-def train_base(symbols: list[str], config: Config, steps: Optional[int] = None, run_id: Optional[str] = None,
-               progress: bool = True, on_step: Optional[Callable[[int], None]] = None) -> BaseRun:
+def train_base(symbols: list[str], config: Config, steps: int | None = None, run_id: str | None = None,
+               progress: bool = True, on_step: Callable[[int], None] | None = None) -> BaseRun:
     """One model on the windows of every symbol (batches mix symbols; no window crosses two)."""
     symbols = parse_symbols(symbols)
     if not symbols:
@@ -67,17 +72,20 @@ def train_base(symbols: list[str], config: Config, steps: Optional[int] = None, 
                         batch_size=config.training.batch_size, learning_rate=config.training.learning_rate)
     ckpt.save_run_files(run_dir, config, prepared.scaler, meta)
     job = TrainingJob(config=config, panel=prepared.panel, splits=prepared.splits, scaler=prepared.scaler,
-                      run_dir=run_dir, tensorboard_dir=tb_dir, kind="base", learning_rate=config.training.learning_rate,
-                      max_steps=config.training.max_steps, metadata=meta, progress=progress, on_step=on_step)
+                      run_dir=run_dir, tensorboard_dir=tb_dir, kind="base",
+                      learning_rate=config.training.learning_rate, max_steps=config.training.max_steps,
+                      metadata=meta, progress=progress, on_step=on_step)
     result = fit(job)
-    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
-                         stopped_early=result.stopped_early, device=result.device, validation=result.best_metrics)
+    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
+                         steps_done=result.steps_done, stopped_early=result.stopped_early,
+                         device=result.device, validation=result.best_metrics)
     return BaseRun(run_id, run_dir, result.best_path, tb_dir, result.model, result, prepared)
 
 
 # --- comparison on the test range --------------------------------------------------------------
 
-def test_simulations(models: dict[str, torch.nn.Module], prepared: Prepared, config: Config) -> dict[str, Simulation]:
+def simulate_test_range(models: dict[str, torch.nn.Module], prepared: Prepared,
+                        config: Config) -> dict[str, Simulation]:
     """Every model and buy-and-hold on the same test bars of a one-symbol panel, with the same costs."""
     panel, splits = prepared.panel, prepared.splits
     x = torch.from_numpy(prepared.scaler.transform(panel))
@@ -154,17 +162,26 @@ def scratch_model(symbol: str, prepared: Prepared, config: Config, run_id: str, 
                       kind=f"single {symbol}", learning_rate=config.training.learning_rate,
                       max_steps=config.training.max_steps, metadata=meta, progress=progress)
     result = fit(job)
-    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
-                         validation=result.best_metrics)
+    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
+                         steps_done=result.steps_done, validation=result.best_metrics)
     return result.model, run_dir
 
 
-def run_base_pipeline(symbols: list[str], config: Config, finetune: bool = True, base_steps: Optional[int] = None,
-                      finetune_epochs: Optional[int] = None, compare_single: bool = False,
-                      progress: bool = True) -> BasePipelineRun:
+def run_base_pipeline(symbols: list[str], config: Config, finetune: bool = True,
+                      base_steps: int | None = None, finetune_epochs: int | None = None,
+                      compare_single: bool = False, progress: bool = True) -> BasePipelineRun:
     """The whole `hftrain base` job. Fine-tunes use the stock's slice of the base panel: same test bars."""
     single_config = config.model_copy(deep=True)
-    base = train_base(symbols, config, steps=base_steps, progress=progress)
+    run_id = config.paths.run_name or new_run_id()
+    layout = Layout.at(config.paths.root)
+    planned = [layout.base_model(run_id), layout.report(run_id)]
+    for symbol in parse_symbols(symbols):
+        planned += [layout.finetuned_model(symbol, run_id)] if finetune else []
+        planned += [layout.finetuned_model(symbol, f"{run_id}-scratch")] if compare_single else []
+    taken = [str(p) for p in planned if p.exists()]
+    if taken:                                           # say so now, not after the base has trained
+        raise UserError(f"run {run_id}: {taken[0]} already exists; pick another --set paths.run_name")
+    base = train_base(symbols, config, steps=base_steps, run_id=run_id, progress=progress)
     panel = base.prepared.panel
     finetuned: dict[str, FinetuneRun] = {}
     sims: dict[str, dict[str, Simulation]] = {}
@@ -186,8 +203,8 @@ def run_base_pipeline(symbols: list[str], config: Config, finetune: bool = True,
             models["single"], single_dir = scratch_model(symbol, stock, single_cfg, f"{base.run_id}-scratch",
                                                          progress)
             runs[symbol]["single"] = str(single_dir)
-        sims[symbol] = test_simulations(models, stock, config)
-    report_dir = Layout.at(config.paths.root).report(base.run_id)
+        sims[symbol] = simulate_test_range(models, stock, config)
+    report_dir = layout.report(base.run_id)
     info = {**report_info(base.run_id, config, base.prepared), "base_run": str(base.run_dir),
             "symbols": panel.symbols}
     report = write_comparison(report_dir, sims, info, runs)
@@ -201,13 +218,14 @@ def run_base_pipeline(symbols: list[str], config: Config, finetune: bool = True,
     return BasePipelineRun(base, finetuned, report_dir, report, summary)
 
 
-def run_finetune(symbol: str, base: str | Path, config: Optional[Config] = None, epochs: Optional[int] = None,
-                 steps: Optional[int] = None, progress: bool = True):
+def run_finetune(symbol: str, base: str | Path, config: Config | None = None, epochs: int | None = None,
+                 steps: int | None = None, progress: bool = True):
     """The whole `hftrain finetune` job: fine-tune, then compare with the base alone and buy-and-hold."""
     ft = finetune_stock(symbol, base, config=config, epochs=epochs, steps=steps, progress=progress)
     config = ft.config
     report_dir = Layout.at(config.paths.root).report(ft.run_id)
-    sims = {ft.symbol: test_simulations({"finetuned": ft.model, "base": ft.base_model}, ft.prepared, config)}
+    models = {"finetuned": ft.model, "base": ft.base_model}
+    sims = {ft.symbol: simulate_test_range(models, ft.prepared, config)}
     info = {**report_info(ft.run_id, config, ft.prepared), "base_run": ft.metadata["base_run"],
             "symbols": [ft.symbol], "symbol_in_base": ft.metadata["symbol_in_base"]}
     report = write_comparison(report_dir, sims, info, {ft.symbol: {"base": ft.metadata["base_run"],
@@ -227,13 +245,14 @@ def run_finetune(symbol: str, base: str | Path, config: Optional[Config] = None,
 class BaseModelTrainer:
     """The guide's API: base model on many stocks, fine-tune per stock, portfolios over pairs."""
 
-    def __init__(self, base_stocks: list[str], config: Optional[Config] = None, progress: bool = True):
+    def __init__(self, base_stocks: list[str], config: Config | None = None, progress: bool = True):
         self.base_stocks = parse_symbols(base_stocks)
         self.config = (config or Config()).model_copy(deep=True)
         self.progress = progress
-        self.base_run: Optional[Path] = None
+        self.base_run: Path | None = None
+        self.pipeline_run: BasePipelineRun | None = None
 
-    def train_base_model(self, max_steps: Optional[int] = None, batch_size: Optional[int] = None):
+    def train_base_model(self, max_steps: int | None = None, batch_size: int | None = None):
         """Train the base model; returns (model, checkpoint_path)."""
         config = self.config.model_copy(deep=True)
         if batch_size is not None:
@@ -242,8 +261,8 @@ class BaseModelTrainer:
         self.base_run = run.run_dir
         return run.model, run.checkpoint
 
-    def finetune_for_stock(self, stock_symbol: str, base_checkpoint_path: Optional[str | Path] = None,
-                           num_epochs: Optional[int] = None):
+    def finetune_for_stock(self, stock_symbol: str, base_checkpoint_path: str | Path | None = None,
+                           num_epochs: int | None = None):
         """Fine-tune the base (this trainer's, or the run holding `base_checkpoint_path`); (model, path)."""
         base = base_checkpoint_path or self.base_run
         if base is None:
@@ -254,24 +273,28 @@ class BaseModelTrainer:
 
     def train_pair_portfolio(self, symbols: list[str]):
         """Portfolio stage over one group (hftraining.portfolio), initialised from this trainer's base."""
-        from hftraining.portfolio import run_portfolio     # written by the portfolio stage
+        from hftraining.portfolio import run_portfolio  # written by the portfolio stage
 
-        return run_portfolio(parse_symbols(list(symbols)), self.config, base_run=self.base_run,
-                             progress=self.progress)
+        group = parse_symbols(list(symbols))
+        config = self.config.model_copy(deep=True)
+        if self.base_run is not None:                       # runs/reports/<base run>-A_B, next to the base's
+            config.paths.run_name = f"{self.base_run.name}-{'_'.join(group)}"
+        return run_portfolio(group, config, base_run=self.base_run, progress=self.progress)
 
-    def run_complete_pipeline(self, pair_symbols: Optional[list[tuple[str, ...]]] = None,
-                              base_steps: Optional[int] = None, finetune_epochs: Optional[int] = None,
+    def run_complete_pipeline(self, pair_symbols: list[tuple[str, ...]] | None = None,
+                              base_steps: int | None = None, finetune_epochs: int | None = None,
                               compare_single: bool = False) -> dict:
         """base -> fine-tune every base stock -> one portfolio per group; what each stage produced."""
-        pairs = [parse_symbols(list(p)) for p in pair_symbols] if pair_symbols else default_pairs(self.base_stocks)
+        pairs = [parse_symbols(list(p)) for p in pair_symbols or default_pairs(self.base_stocks)]
         run = run_base_pipeline(self.base_stocks, self.config, base_steps=base_steps,
                                 finetune_epochs=finetune_epochs, compare_single=compare_single,
                                 progress=self.progress)
-        self.base_run = run.base.run_dir
+        self.base_run, self.pipeline_run = run.base.run_dir, run
         portfolios = {}
         for group in pairs:
             portfolio = self.train_pair_portfolio(group)
-            portfolios["_".join(group)] = {"run_dir": str(portfolio.run_dir), "report_dir": str(portfolio.report_dir),
+            portfolios["_".join(group)] = {"run_dir": str(portfolio.run_dir),
+                                           "report_dir": str(portfolio.report_dir),
                                            "summary": portfolio.summary}
         return {"base": str(run.base.run_dir), "base_checkpoint": str(run.base.checkpoint),
                 "finetuned": {s: str(ft.run_dir) for s, ft in run.finetuned.items()},
@@ -304,15 +327,19 @@ def _print(text: str) -> None:
     sys.stderr.flush()
 
 
-def run_base_command(stocks, finetune, base_steps, finetune_epochs, batch_size, compare_single, config, set_, out,
-                     source, data_dir, start, end, steps, device, seed, forecast_backend, json_, quiet, **_):
+def run_base_command(stocks, finetune, base_steps, finetune_epochs, batch_size, compare_single, config,
+                     set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend, json_,
+                     quiet, **_):
+    """`hftrain base`: --batch-size applies to every stage; --steps (training.max_steps) is the base's default
+    step count and the single-from-scratch schedule; --base-steps overrides the base's alone."""
     from hftraining.cli import build_config, emit_json
 
     cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
                        symbols=parse_symbols(stocks) or None,
                        extra={"training.batch_size": batch_size})
     run = run_base_pipeline(cfg.data.symbols, cfg, finetune=finetune, base_steps=base_steps,
-                            finetune_epochs=finetune_epochs, compare_single=compare_single, progress=not quiet)
+                            finetune_epochs=finetune_epochs, compare_single=compare_single,
+                            progress=not quiet)
     _print("\n" + format_report(run.report))
     _print(f"base: {run.base.run_dir}\nreport: {run.report_dir}\n"
            f"tensorboard: tensorboard --logdir {Layout.at(cfg.paths.root).root / 'tensorboard'}")
@@ -320,12 +347,15 @@ def run_base_command(stocks, finetune, base_steps, finetune_epochs, batch_size, 
         emit_json(run.summary)
 
 
-def run_finetune_command(stock, base_run, epochs, config, set_, out, source, data_dir, start, end, steps, device,
-                         seed, json_, quiet, **_):
+def run_finetune_command(stock, base_run, epochs, config, set_, out, source, data_dir, start, end, steps,
+                         device, seed, json_, quiet, **_):
+    """`hftrain finetune`: without --config the base run's own config (+ --set) is used; with one, it
+    must agree with the base on model shape and features. --steps overrides the epochs rule."""
     from hftraining.cli import build_config, emit_json
 
     base_dir = base_run_dir(base_run)
-    updates = {"paths.root": str(out) if out else None, "data.source": source or ("csv" if data_dir else None),
+    updates = {"paths.root": str(out) if out else None,
+               "data.source": source or ("csv" if data_dir else None),
                "data.data_dir": str(data_dir) if data_dir else None, "data.start": start, "data.end": end,
                "training.device": device, "training.seed": seed}
     if config is None:
@@ -352,13 +382,15 @@ def run_pipeline_command(stocks, pairs, config, set_, out, source, data_dir, sta
                        symbols=parse_symbols(stocks))
     trainer = BaseModelTrainer(cfg.data.symbols, cfg, progress=not quiet)
     result = trainer.run_complete_pipeline(pair_symbols=groups)
+    _print("\n" + format_report(trainer.pipeline_run.report))
     _print(f"base: {result['base']}\nreport: {result['report']}\n"
            + "\n".join(f"portfolio {name}: {p['run_dir']}" for name, p in result["portfolios"].items()))
     if json_:
         emit_json(result)
 
 
-if __name__ == "__main__":     # the guide's `python base_model_trainer.py --base-stocks ...` == `hftrain base ...`
+# The guide's `python base_model_trainer.py --base-stocks ...` is `hftrain base --base-stocks ...`.
+if __name__ == "__main__":
     from hftraining.cli import main
 
     raise SystemExit(main(["base", *sys.argv[1:]]))

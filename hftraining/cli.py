@@ -94,10 +94,20 @@ def single(
     end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
     quiet: bool = QuietOpt,
+    walk_forward: bool = typer.Option(False, "--walk-forward", help="Retrain every N bars; stitch the test segments."),
+    retrain_every: Optional[int] = typer.Option(None, "--retrain-every", help="Walk-forward: bars per fold (252)."),
+    walk_forward_window: Optional[str] = typer.Option(
+        None, "--walk-forward-window", help="Walk-forward training window: expanding (default) or rolling."),
+    seeds: Optional[List[int]] = typer.Option(None, "--seeds", help="Train one run per seed: --seeds 0 1 2."),
 ):
     """Train one stock: data -> features -> model -> profit objective -> validation -> test report."""
     from hftraining.train_with_profit import print_summary, run_single
 
+    if walk_forward or seeds or retrain_every is not None or walk_forward_window is not None:
+        _single_variant(stock, resume, walk_forward, retrain_every, walk_forward_window, seeds, seed, quiet, json_,
+                        build_config(config, set_, out, source, data_dir, start, end, steps, device, seed,
+                                     forecast_backend, symbols=_symbols([stock])))
+        return
     if resume is not None:
         from hftraining.config import load_config
 
@@ -112,6 +122,30 @@ def single(
     print_summary(run)
     if json_:
         emit_json(run.summary)
+
+
+def _single_variant(stock, resume, walk_forward, retrain_every, window, seeds, seed, quiet, json_, cfg) -> None:
+    """`single --walk-forward ...` or `single --seeds ...`: check the combination, dispatch."""
+    if not walk_forward and (retrain_every is not None or window is not None):
+        raise UserError("--retrain-every and --walk-forward-window need --walk-forward")
+    if resume is not None:
+        raise UserError("--resume continues one run; it cannot be combined with --walk-forward or --seeds")
+    if walk_forward and seeds:
+        raise UserError("--walk-forward and --seeds cannot be combined yet; run one walk-forward per --seed")
+    if seeds and seed is not None:
+        raise UserError("--seed and --seeds cannot be combined; use --seeds alone")
+    if walk_forward:
+        from hftraining.walk_forward import print_walk_forward, run_walk_forward
+
+        result = run_walk_forward(stock, cfg, retrain_every or 252, window or "expanding", progress=not quiet)
+        print_walk_forward(result)
+    else:
+        from hftraining.seeds import print_seeds, run_seeds
+
+        result = run_seeds(stock, cfg, seeds, progress=not quiet)
+        print_seeds(result)
+    if json_:
+        emit_json(result.summary)
 
 
 @app.command()
@@ -190,8 +224,19 @@ def portfolio(
     end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
     quiet: bool = QuietOpt,
+    walk_forward: bool = typer.Option(False, "--walk-forward", help="Retrain every N bars; stitch the test segments."),
+    retrain_every: Optional[int] = typer.Option(None, "--retrain-every", help="Walk-forward: bars per fold (252)."),
+    walk_forward_window: Optional[str] = typer.Option(
+        None, "--walk-forward-window", help="Walk-forward training window: expanding (default) or rolling."),
 ):
     """Learn softmax allocations over each group of assets, rebalanced every horizon."""
+    if walk_forward:
+        from hftraining.walk_forward import run_portfolio_walk_forward_command
+
+        run_portfolio_walk_forward_command(**locals())
+        return
+    if retrain_every is not None or walk_forward_window is not None:
+        raise UserError("--retrain-every and --walk-forward-window need --walk-forward")
     try:
         from hftraining.portfolio import run_portfolio_command
     except ImportError:
@@ -232,6 +277,51 @@ def backtest(
     except ImportError:
         not_yet("backtest")
     run_backtest_command(**locals())
+
+
+@app.command()
+def ensemble(
+    models: List[Path] = typer.Option(..., "--models", help="Two or more run folders: --models RUN1 RUN2 ..."),
+    stock: Optional[str] = typer.Option(None, "--stock", "-s", help="Ticker (default: the first run's)."),
+    out: Optional[Path] = OutOpt, source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
+    start: Optional[str] = typer.Option(None, "--start", help="First decision date (default: common test range)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Last decision date (default: common test range)."),
+    device: Optional[str] = DeviceOpt, json_: bool = JsonOpt,
+):
+    """Average the positions of several runs (same features) and compare the ensemble with each member."""
+    from hftraining.ensemble import run_ensemble_command
+
+    run_ensemble_command(**locals())
+
+
+@app.command()
+def paper(
+    model: Path = typer.Option(..., "--model", help="Run folder of a trained model."),
+    feed: str = typer.Option(..., "--feed", help="csv:PATH (replay a CSV of daily bars) or yahoo (poll Yahoo)."),
+    stock: Optional[str] = typer.Option(None, "--stock", "-s", help="Ticker (default: the model's)."),
+    speed: float = typer.Option(0.0, "--speed", help="Replay speed in bars per second (0 = as fast as possible)."),
+    state: Optional[Path] = typer.Option(
+        None, "--state", help="State folder to resume from (default <out>/paper/<run>/<SYMBOL>)."),
+    start: Optional[str] = typer.Option(
+        None, "--start", help="First date to trade; earlier bars are history only (default: the whole CSV; "
+                              "yahoo: from today)."),
+    out: Optional[Path] = OutOpt, json_: bool = JsonOpt,
+):
+    """Paper-trade a run on bars arriving one at a time; resumable. No broker: no orders are ever sent."""
+    from hftraining.paper import run_paper_command
+
+    run_paper_command(**locals())
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder (runs/models/...) or a report folder (runs/reports/<run>)."),
+    json_: bool = JsonOpt,
+):
+    """Write report.html: metrics vs baselines, curves, significance, cost sensitivity, provenance."""
+    from hftraining.html_report import run_report_command
+
+    run_report_command(run_dir=run_dir, json_=json_)
 
 
 # --- data and config ---------------------------------------------------------------------------

@@ -62,7 +62,7 @@ class DataConfig(Section):
     toto_num_samples: int = Field(2048, ge=1, description="Toto samples per window in samples mode.")
     toto_samples_per_batch: int = Field(256, ge=1, description="Toto samples drawn per pass (divides num_samples).")
     toto_mode: Literal["samples", "analytic"] = Field(
-        "samples", description="Toto: Monte Carlo samples, or mean/std read off the predicted mixture in one pass.")
+        "analytic", description="Toto: mean/std read off the predicted mixture in one pass, or Monte Carlo samples.")
     toto_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="Toto compute dtype on CUDA.")
     chronos_model_id: str = Field("amazon/chronos-bolt-small", description="Chronos hub id or local folder.")
     chronos_device: str = Field("cpu", description="Device for Chronos (cpu or cuda; fp32 on CPU).")

@@ -20,10 +20,11 @@ from hftraining import checkpoint as ckpt
 from hftraining.config import Config
 from hftraining.data.panel import Panel, build_panel
 from hftraining.errors import UserError
-from hftraining.evaluation import buy_and_hold, predict_positions, simulate
+from hftraining.evaluation import predict_positions, simulate
 from hftraining.layout import Layout, new_run_id, normalize_symbol
 from hftraining.model import AllocationTransformer, build_model
-from hftraining.report import _clean, format_table, write_test_report
+from hftraining.report import format_table
+from hftraining.trials import TrialScope, register_trial
 
 log = logging.getLogger("hftraining")
 
@@ -32,9 +33,10 @@ def average_predictions(positions: Sequence[np.ndarray], weights: Optional[Seque
     """Weighted mean of several members' position series (weights are normalised to sum to 1)."""
     if len(positions) == 0:
         raise ValueError("average_predictions needs at least one position array")
-    stacked = np.stack([np.asarray(p, dtype=np.float64).reshape(-1) for p in positions])
-    if len({len(np.asarray(p).reshape(-1)) for p in positions}) != 1:
-        raise ValueError(f"position arrays differ in length: {[len(np.asarray(p).reshape(-1)) for p in positions]}")
+    arrays = [np.asarray(p, dtype=np.float64).reshape(-1) for p in positions]
+    if len({a.size for a in arrays}) != 1:
+        raise ValueError(f"position arrays differ in length: {[a.size for a in arrays]}")
+    stacked = np.stack(arrays)
     w = np.ones(len(positions)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
     if w.shape != (len(positions),):
         raise ValueError(f"{w.size} weights for {len(positions)} position arrays")
@@ -115,13 +117,16 @@ def decision_range(panel: Panel, members: list[Member], start: Optional[str], en
 
 
 def in_sample_members(panel: Panel, members: list[Member], decisions: range) -> list[str]:
-    """Members whose training or validation bars reach into the decision range."""
-    first = panel.date_str(decisions.start)
+    """Members whose training or validation dates overlap the decision range, as text."""
+    from hftraining.backtest import in_sample_overlap
+
+    first, last = panel.date_str(decisions.start), panel.date_str(decisions.stop - 1)
     out = []
     for m in members:
-        val = m.run.metadata.get("splits", {}).get("val")
-        if val is None or first <= val["end"]:
-            out.append(f"{m.name} (validation ends {val['end'] if val else 'unknown'})")
+        if not (m.run.metadata.get("splits") or {}).get("train"):
+            out.append(f"{m.name} (records no splits)")
+        elif overlap := in_sample_overlap(m.run.metadata, first, last):
+            out.append(f"{m.name} ({' and '.join(overlap)})")
     return out
 
 
@@ -133,18 +138,22 @@ def member_positions(member: Member, panel: Panel, symbol: int, decisions: range
 
 
 def panel_config(members: list[Member], symbol: str, out: Optional[Path], source: Optional[str],
-                 data_dir: Optional[Path], end: Optional[str]) -> Config:
-    """The first member's data settings (so features match training), with the data options applied."""
+                 data_dir: Optional[Path]) -> Config:
+    """The first member's data settings (so features match training), with the data options applied.
+
+    data.end is cleared: --end selects decisions after featurising, it does not cut bars (as in backtest).
+    """
+    from hftraining.backtest import _output_root
+
     cfg = members[0].run.config.model_copy(deep=True)
     cfg.data.symbols = [symbol]
-    cfg.data.end = end
+    cfg.data.end = None
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
         cfg.data.source = source or "csv"
     elif source is not None:
         cfg.data.source = source
-    if out is not None:
-        cfg.paths.root = str(out)
+    cfg.paths.root = str(_output_root(members[0].run.path, out, cfg))
     return cfg
 
 
@@ -165,39 +174,41 @@ def run_ensemble(models: Sequence[str | Path], stock: Optional[str] = None, star
 
     members = load_members(models, resolve_device(device))
     symbol = normalize_symbol(stock or members[0].run.metadata.get("symbols", [None])[0] or "")
-    cfg = panel_config(members, symbol, out, source, data_dir, None)
+    cfg = panel_config(members, symbol, out, source, data_dir)
     context = max(m.model.context_length for m in members)
     panel = build_panel([symbol], cfg, Path(cfg.paths.root), progress=progress, min_bars=context + 2)
     decisions, origin = decision_range(panel, members, start, end)
     s = panel.symbol_index(symbol)
     inside = in_sample_members(panel, members, decisions)
     if inside:
-        log.warning("ensemble range %s .. %s overlaps the training/validation bars of %s: these numbers are "
-                    "IN-SAMPLE", panel.date_str(decisions.start), panel.date_str(decisions.stop - 1),
-                    "; ".join(inside))
+        log.warning("IN SAMPLE: ensemble range %s .. %s overlaps %s", panel.date_str(decisions.start),
+                    panel.date_str(decisions.stop - 1), "; ".join(inside))
+
+    from hftraining.backtest import evaluate_and_report
 
     tracker, ppy = cfg.tracker, cfg.data.periods_per_year
     per_member = {m.name: member_positions(m, panel, s, decisions) for m in members}
-    ensemble = simulate(panel, s, decisions, average_predictions(list(per_member.values()), weights), tracker, ppy)
     member_sims = {name: simulate(panel, s, decisions, pos, tracker, ppy) for name, pos in per_member.items()}
-    baseline = buy_and_hold(panel, s, decisions, tracker, ppy)
-
     run_id = new_run_id("ensemble-")
     report_dir = Layout.at(cfg.paths.root).report(run_id)
     info = {"run_id": run_id, "kind": "ensemble", "range_from": origin, "in_sample": bool(inside),
             "in_sample_members": inside, "weights": None if weights is None else [float(w) for w in weights],
             "synthetic": any(v == "synthetic" for v in panel.data_source.values()),
-            "members": {name: {"run_dir": str(m.run.path), "metrics": _clean(member_sims[name].metrics)}
-                        for name, m in zip(per_member, members)},
-            "cost_per_turnover": tracker.commission + tracker.slippage}
-    report = write_test_report(report_dir, ensemble, {"buy_and_hold": baseline}, info)
-    table = {"ensemble": report["model"], **{n: v["metrics"] for n, v in info["members"].items()},
-             "buy_and_hold": report["baselines"]["buy_and_hold"]}
+            "members": {name: str(m.run.path) for name, m in zip(per_member, members)}}
+    # the ensemble is one more try on this symbol: it counts in the Deflated Sharpe's N, and is registered
+    trials = TrialScope(cfg.paths.root, [symbol], run_id=run_id)
+    report = evaluate_and_report(report_dir, panel, s, decisions, average_predictions(list(per_member.values()),
+                                 weights), cfg, info, trials=trials, extra_baselines=member_sims).summary
+    register_trial(cfg.paths.root, run_id, "ensemble", [symbol], None, report["model"].get("sharpe_ratio"),
+                   members=info["members"])
+    members_metrics = {name: report["baselines"][name] for name in per_member}
+    others = {k: v for k, v in report["baselines"].items() if k not in per_member}
     summary = {"ensemble_run": run_id, "symbol": symbol, "report_dir": str(report_dir),
                "start": report["test_start"], "end": report["test_end"], "bars": report["test_bars"],
                "range_from": origin, "in_sample": bool(inside), "ensemble": report["model"],
-               "members": {n: v["metrics"] for n, v in info["members"].items()},
-               "buy_and_hold": report["baselines"]["buy_and_hold"]}
+               "members": members_metrics, "baselines": others,
+               "significance": report.get("significance"), "cost_sensitivity": report.get("cost_sensitivity")}
+    table = {"ensemble": report["model"], **members_metrics, **others}
     return EnsembleResult(run_id, report_dir, summary, table)
 
 
@@ -206,10 +217,15 @@ def print_ensemble(result: EnsembleResult, console=None) -> None:
 
     console = console or Console(stderr=True)
     s = result.summary
-    flag = "  [IN-SAMPLE]" if s["in_sample"] else ""
+    flag = "  [bold yellow]IN SAMPLE[/]" if s["in_sample"] else ""
     console.print(f"\n[bold]ensemble of {len(s['members'])} on {s['symbol']}[/] {s['start']} .. {s['end']} "
                   f"({s['bars']} bars, {s['range_from']}, net of costs){flag}")
     console.print(format_table(result.table), markup=False, highlight=False, soft_wrap=True)
+    if s.get("significance"):
+        from hftraining.backtest import significance_line
+
+        console.print(significance_line({"significance": s["significance"],
+                                         "cost_sensitivity": s["cost_sensitivity"]}), markup=False, highlight=False)
     console.print(f"report: {result.report_dir}")
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -30,8 +30,8 @@ from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
 log = logging.getLogger("hftraining")
 
 # Config keys that fix the shape or meaning of the weights; a fine-tune must match the base on each.
-SHAPE_KEYS = ["data.context_length", "data.horizon", "model.hidden_size", "model.num_layers", "model.num_heads",
-              "model.ff_multiplier", "model.max_position"]
+SHAPE_KEYS = ["data.context_length", "data.horizon", "model.hidden_size", "model.num_layers",
+              "model.num_heads", "model.ff_multiplier", "model.max_position"]
 
 
 def _get(config: Config, dotted: str):
@@ -71,8 +71,8 @@ def base_run_dir(path: str | Path) -> Path:
     return path.resolve()
 
 
-def finetune_config_from_base(base_dir: Path, overrides: Optional[list[str]] = None,
-                              updates: Optional[dict] = None) -> Config:
+def finetune_config_from_base(base_dir: Path, overrides: list[str] | None = None,
+                              updates: dict | None = None) -> Config:
     """The base run's config (+ --set overrides and CLI updates), with a fresh run name."""
     cfg = load_config(base_dir / ckpt.CONFIG, overrides, updates)
     if not any(item.strip().startswith("paths.run_name=") for item in overrides or []):
@@ -81,14 +81,14 @@ def finetune_config_from_base(base_dir: Path, overrides: Optional[list[str]] = N
 
 
 def check_compatible(base_dir: Path, base: Config, requested: Config, base_features: list[str],
-                     features: list[str]) -> None:
-    """One UserError line naming every shape key (and the feature list) where base and request differ."""
+                     features: list[str] | None = None) -> None:
+    """One UserError line naming every shape key (and the feature list, once known) where they differ."""
     diffs = [f"{key} {_get(base, key)} (base) vs {_get(requested, key)} (requested)"
              for key in SHAPE_KEYS if _get(base, key) != _get(requested, key)]
     if (base.model.aux_weight > 0) != (requested.model.aux_weight > 0):
         diffs.append(f"model.aux_weight {base.model.aux_weight} (base) vs {requested.model.aux_weight} "
                      "(requested): the auxiliary head exists in only one")
-    if list(base_features) != list(features):
+    if features is not None and list(base_features) != list(features):
         only_base = [f for f in base_features if f not in features]
         only_new = [f for f in features if f not in base_features]
         what = f"base only: {', '.join(only_base) or '-'}; requested only: {', '.join(only_new) or '-'}"
@@ -105,7 +105,8 @@ def symbol_panel(panel: Panel, symbol: str) -> Panel:
     return dataclasses.replace(
         panel, symbols=[symbol], features=panel.features[:, s:s + 1], ohlc=panel.ohlc[:, s:s + 1],
         returns=panel.returns[:, s:s + 1], data_origin={symbol: panel.data_origin.get(symbol, "")},
-        data_source={symbol: panel.data_source.get(symbol, "")}, forecast={symbol: panel.forecast.get(symbol, {})})
+        data_source={symbol: panel.data_source.get(symbol, "")},
+        forecast={symbol: panel.forecast.get(symbol, {})})
 
 
 def splits_by_dates(panel: Panel, spans: dict, context_length: int) -> Splits:
@@ -125,7 +126,8 @@ def splits_by_dates(panel: Panel, spans: dict, context_length: int) -> Splits:
     if ranges["test"].stop > panel.n_time - 1:
         raise UserError(f"{symbol}: data ends {panel.date_str(panel.n_time - 1)}, before the base run's test "
                         f"range ends ({spans['test']['end']}); load data covering it")
-    return Splits(train=ranges["train"], val=ranges["val"], test=ranges["test"], embargo=int(spans["embargo"]))
+    return Splits(train=ranges["train"], val=ranges["val"], test=ranges["test"],
+                  embargo=int(spans["embargo"]))
 
 
 def load_stock(symbol: str, config: Config, base_meta: dict, progress: bool = True) -> tuple[Panel, Splits]:
@@ -157,10 +159,10 @@ class FinetuneRun:
     metadata: dict
 
 
-def finetune_stock(symbol: str, base: str | Path, config: Optional[Config] = None, epochs: Optional[float] = None,
-                   steps: Optional[int] = None, run_id: Optional[str] = None,
-                   data: Optional[tuple[Panel, Splits]] = None, progress: bool = True,
-                   on_step: Optional[Callable[[int], None]] = None) -> FinetuneRun:
+def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, epochs: float | None = None,
+                   steps: int | None = None, run_id: str | None = None,
+                   data: tuple[Panel, Splits] | None = None, progress: bool = True,
+                   on_step: Callable[[int], None] | None = None) -> FinetuneRun:
     """Initialise from the base run's best weights and train on one stock with its own schedule.
 
     `config` defaults to the base run's; `data` (panel, splits) lets the base pipeline pass the
@@ -173,13 +175,13 @@ def finetune_stock(symbol: str, base: str | Path, config: Optional[Config] = Non
     config = (config or finetune_config_from_base(base_dir)).model_copy(deep=True)
     config.data.symbols = [symbol]
     resolve_device(config.training.device)
-    check_compatible(base_dir, base_files.config, config, base_files.scaler.feature_names,
-                     base_files.scaler.feature_names)              # shape first: before loading any data
+    check_compatible(base_dir, base_files.config, config, base_files.scaler.feature_names)  # before any data
     layout = Layout.at(config.paths.root)
     layout.ensure_writable()
 
     panel, splits = data if data is not None else load_stock(symbol, config, base_files.metadata, progress)
-    check_compatible(base_dir, base_files.config, config, base_files.scaler.feature_names, panel.feature_names)
+    check_compatible(base_dir, base_files.config, config, base_files.scaler.feature_names,
+                     panel.feature_names)
     scaler = base_files.scaler
     pooled = symbol not in scaler.symbols
     if pooled:
@@ -193,11 +195,12 @@ def finetune_stock(symbol: str, base: str | Path, config: Optional[Config] = Non
     run_id = run_id or config.paths.run_name or new_run_id()
     run_dir = claim_run_dir(layout.finetuned_model(symbol, run_id))
     tb_dir = layout.tensorboard("finetuned", run_id, [symbol])
+    stats = "pooled over the base's symbols (symbol not in the base)" if pooled else f"{symbol} (base)"
     meta = run_metadata(
-        "finetune", run_id, config, prepared, base_run=str(base_dir), base_run_id=base_files.metadata.get("run_id"),
+        "finetune", run_id, config, prepared, base_run=str(base_dir),
+        base_run_id=base_files.metadata.get("run_id"),
         base_symbols=base_files.metadata.get("symbols", scaler.symbols),
-        scaler={"from": str(base_dir / ckpt.SCALER),
-                "stats": "pooled over the base's symbols (symbol not in the base)" if pooled else f"{symbol} (base)"},
+        scaler={"from": str(base_dir / ckpt.SCALER), "stats": stats},
         symbol_in_base=not pooled, epochs=None if steps else epochs, steps=n_steps,
         learning_rate=config.training.finetune_learning_rate, batch_size=config.training.batch_size)
     ckpt.save_run_files(run_dir, config, scaler, meta)

@@ -24,7 +24,7 @@ from torch import nn
 from hftraining import atomic
 from hftraining import checkpoint as ckpt
 from hftraining.config import Config, ModelConfig
-from hftraining.data.panel import Splits
+from hftraining.data.panel import Scaler, Splits
 from hftraining.errors import UserError
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol, parse_symbols
 from hftraining.model import build_model
@@ -38,7 +38,7 @@ from hftraining.trainer import TrainingDiverged, _improved, learning_rate_at, re
 log = logging.getLogger("hftraining")
 
 CASH = "CASH"
-TABLE_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "win_rate", "trade_count", "turnover_per_rebalance"]
+TABLE_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "win_rate", "trade_count", "rebal_turnover"]
 
 
 # --- the policy ------------------------------------------------------------------------------------
@@ -133,6 +133,19 @@ class PairStockDataset:
 
     def rebalance_bars(self, decisions: range) -> torch.Tensor:
         return torch.arange(decisions.start, decisions.stop, self.every, device=self.device)
+
+
+def pooled_scaler(panel, train: range) -> Scaler:
+    """One mean/std per feature over the group's training rows, shared by every asset.
+
+    Per-symbol scaling (what single-stock runs use) would erase exactly what an allocation needs to
+    see: that one asset is calmer or trends more than another. Fitted on training rows only.
+    """
+    rows = panel.features[: train.stop].reshape(-1, panel.features.shape[-1]).astype(np.float64)
+    mean, std = rows.mean(axis=0), rows.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    n = len(panel.symbols)
+    return Scaler(list(panel.feature_names), list(panel.symbols), np.tile(mean, (n, 1)), np.tile(std, (n, 1)))
 
 
 # --- the objective -------------------------------------------------------------------------------------
@@ -286,7 +299,7 @@ def log_evaluation(logger: RunLogger, step: int, ev: Evaluation, symbols: list[s
     logger.evaluation(step, ev.sim.metrics, {}, ev.loss)
     for name, value in zip(symbols + [CASH], ev.weights.mean(axis=0)):
         logger.scalar(f"portfolio/weight/{name}", value, step)
-    logger.scalar("portfolio/turnover", ev.sim.metrics["turnover_per_rebalance"], step)
+    logger.scalar("portfolio/turnover", ev.sim.metrics["rebal_turnover"], step)
 
 
 # --- base initialisation -----------------------------------------------------------------------------
@@ -354,8 +367,12 @@ def run_portfolio(symbols: list[str], config: Config, base_run: Optional[Path] =
 
 def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFiles] = None,
                  progress: bool = True) -> PortfolioRun:
-    """The job after the data is ready (tests hand in a panel built from generated prices)."""
+    """The job after the data is ready (tests hand in a panel built from generated prices).
+
+    The scaler is refitted here, pooled over the group (see pooled_scaler), on the training rows.
+    """
     panel = prepared.panel
+    prepared = Prepared(panel, prepared.splits, pooled_scaler(panel, prepared.splits.train))
     symbols = list(panel.symbols)
     layout = Layout.at(config.paths.root)
     run_id = config.paths.run_name or new_run_id()
@@ -417,7 +434,7 @@ def write_portfolio_report(report_dir: Path, panel, decisions: range, symbols: l
         "definitions": {
             "win_rate": "share of rebalance periods with a positive compounded net return",
             "trade_count": "rebalances that trade (turnover > 0)",
-            "turnover_per_rebalance": "mean of sum_i |w_target_i - w_drifted_i| over rebalances (cash excluded)",
+            "rebal_turnover": "mean of sum_i |w_target_i - w_drifted_i| over rebalances (cash excluded)",
             "max_drawdown": "negative number: worst equity / running peak - 1",
         },
         **info,

@@ -97,7 +97,7 @@ def simulate_portfolio(returns: np.ndarray, offsets: np.ndarray, targets: np.nda
     periods = period_returns(net, offsets)
     summary["win_rate"] = float(np.mean(periods > 0)) if periods.size else 0.0
     summary["rebalances"] = int(len(offsets))
-    summary["turnover_per_rebalance"] = float(turnover[offsets].mean())
+    summary["rebal_turnover"] = float(turnover[offsets].mean())
     return PortfolioSim(weights=weights, net_returns=net, gross_returns=gross, turnover=turnover,
                         rebalance=is_rebalance, targets=targets, equity=metrics.equity_curve(net), metrics=summary)
 
@@ -131,7 +131,10 @@ def min_variance_weights(history: np.ndarray, iterations: int = 500) -> np.ndarr
     step = 1.0 / (2.0 * np.linalg.eigvalsh(cov)[-1])
     w = np.full(a, 1.0 / a)
     for _ in range(iterations):
-        w = project_simplex(w - step * 2.0 * cov @ w)
+        updated = project_simplex(w - step * 2.0 * cov @ w)
+        if np.abs(updated - w).max() < 1e-10:
+            return updated
+        w = updated
     return w
 
 

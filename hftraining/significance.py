@@ -25,8 +25,8 @@ Degenerate input (fewer than 3 bars, constant returns) gives NaN, reported as "-
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from statistics import NormalDist
-from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def expected_max_sharpe(n_trials: int, variance: float) -> float:
                                   + EULER_GAMMA * _NORMAL.inv_cdf(1.0 - 1.0 / (n_trials * math.e)))
 
 
-def deflated_sharpe_ratio(returns, n_trials: int, trial_sharpes: Optional[Sequence[float]] = None,
+def deflated_sharpe_ratio(returns, n_trials: int, trial_sharpes: Sequence[float] | None = None,
                           periods_per_year: int = metrics.PERIODS_PER_YEAR) -> dict:
     """PSR against the luck threshold SR0 of the best of n_trials (trial_sharpes annualised)."""
     r = _returns(returns)
@@ -104,7 +104,7 @@ def stationary_bootstrap_indices(n: int, n_boot: int, mean_block: float, rng: np
     return (np.take_along_axis(starts, block_begin, axis=1) + steps - block_begin) % n
 
 
-def bootstrap_sharpe_ci(returns, n_boot: int = 2000, confidence: float = 0.95, mean_block: Optional[float] = None,
+def bootstrap_sharpe_ci(returns, n_boot: int = 2000, confidence: float = 0.95, mean_block: float | None = None,
                         seed: int = 0, periods_per_year: int = metrics.PERIODS_PER_YEAR) -> dict:
     """Percentile interval of the annualised Sharpe over stationary-bootstrap resamples."""
     r = _returns(returns)
@@ -130,7 +130,7 @@ def bootstrap_sharpe_ci(returns, n_boot: int = 2000, confidence: float = 0.95, m
 
 # --- cost sensitivity --------------------------------------------------------------------------
 
-def break_even_cost(costs_bps: Sequence[float], mean_returns: Sequence[float]) -> tuple[Optional[float], str]:
+def break_even_cost(costs_bps: Sequence[float], mean_returns: Sequence[float]) -> tuple[float | None, str]:
     """Cost (bps) where the mean net return crosses 0, and how it was found."""
     c = np.asarray(costs_bps, dtype=np.float64)
     m = np.asarray(mean_returns, dtype=np.float64)
@@ -160,7 +160,7 @@ def cost_sensitivity(net_returns_at: Callable[[float], np.ndarray], costs_bps: I
             "break_even_basis": "mean net return per bar = 0, i.e. net Sharpe = 0"}
 
 
-def significance_summary(net_returns, n_trials: int = 1, trial_sharpes: Optional[Sequence[float]] = None,
+def significance_summary(net_returns, n_trials: int = 1, trial_sharpes: Sequence[float] | None = None,
                          periods_per_year: int = metrics.PERIODS_PER_YEAR, seed: int = 0,
                          n_boot: int = 2000) -> dict:
     """PSR vs 0, DSR and the bootstrap interval of one net return series, JSON-ready (NaN -> None)."""

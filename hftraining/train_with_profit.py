@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Optional
 
 from hftraining import checkpoint as ckpt
+from hftraining.backtest import evaluate_and_report, significance_line
 from hftraining.config import Config
 from hftraining.data.panel import Panel, Scaler, Splits, build_panel, make_splits
-from hftraining.evaluation import buy_and_hold, predict_positions, simulate
+from hftraining.evaluation import predict_positions
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
-from hftraining.report import format_table, write_test_report
+from hftraining.report import format_table
 from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
+from hftraining.trials import TrialScope, register_trial
 
 log = logging.getLogger("hftraining")
 
@@ -58,7 +60,7 @@ def run_metadata(kind: str, run_id: str, config: Config, prepared: Prepared, **e
 
 def evaluate_test(fitted, prepared: Prepared, config: Config, report_dir: Path, info: dict,
                   symbols: Optional[list[str]] = None) -> dict[str, dict]:
-    """Test-range simulation of the best checkpoint vs buy-and-hold, per symbol; writes the report."""
+    """Test-range simulation of the best checkpoint vs baselines, with significance, per symbol; writes the report."""
     import torch
 
     panel, splits = prepared.panel, prepared.splits
@@ -69,10 +71,10 @@ def evaluate_test(fitted, prepared: Prepared, config: Config, report_dir: Path, 
     for symbol in symbols:
         s = panel.symbol_index(symbol)
         positions = predict_positions(fitted, x, s, splits.test)
-        sim = simulate(panel, s, splits.test, positions, config.tracker, config.data.periods_per_year)
-        baseline = buy_and_hold(panel, s, splits.test, config.tracker, config.data.periods_per_year)
         prefix = "" if len(symbols) == 1 else f"{symbol}_"
-        summaries[symbol] = write_test_report(report_dir, sim, {"buy_and_hold": baseline}, info, prefix=prefix)
+        trials = TrialScope(config.paths.root, panel.symbols, run_id=info.get("run_id"))
+        summaries[symbol] = evaluate_and_report(report_dir, panel, s, splits.test, positions, config, info,
+                                                prefix=prefix, trials=trials).summary
     return summaries
 
 
@@ -119,7 +121,10 @@ def run_single(symbol: str, config: Config, resume: Optional[Path] = None, progr
     test = evaluate_test(result.model, prepared, config, report_dir, info)[symbol]
     ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
                          stopped_early=result.stopped_early, device=result.device, report_dir=str(report_dir),
-                         validation=result.best_metrics, test=test["model"])
+                         validation=result.best_metrics, test=test["model"], tensorboard_dir=str(tb_dir),
+                         history=result.history)
+    register_trial(config.paths.root, run_id, "single", [symbol], result.best_metrics.get("sharpe_ratio"),
+                   test["model"].get("sharpe_ratio"), run_dir=str(run_dir))
     from hftraining.tensorboard_log import RunLogger
 
     hp = RunLogger(tb_dir)
@@ -134,8 +139,20 @@ def run_single(symbol: str, config: Config, resume: Optional[Path] = None, progr
                "best_step": result.best_step, "steps_done": result.steps_done,
                "forecast_backend": info["forecast_backend"], "synthetic": info["synthetic"],
                "validation": result.best_metrics, "test": test["model"],
-               "buy_and_hold": test["baselines"]["buy_and_hold"]}
+               "buy_and_hold": test["baselines"]["buy_and_hold"], "report_html": write_report_html(report_dir, run_dir)}
     return SingleRun(result.model, run_dir, result.best_path, report_dir, tb_dir, result, test, summary)
+
+
+def write_report_html(report_dir: Path, run_dir: Path) -> Optional[str]:
+    """report.html at the end of a run; a rendering failure warns instead of losing the finished run."""
+    from hftraining.html_report import write_html_report
+
+    try:
+        return str(write_html_report(report_dir, run_dir))
+    except Exception as exc:  # noqa: BLE001 - the metrics and weights are already saved
+        log.warning("report.html not written (%s: %s); retry with: hftrain report %s", type(exc).__name__, exc,
+                    run_dir)
+        return None
 
 
 def print_summary(run: SingleRun, console=None) -> None:
@@ -145,9 +162,10 @@ def print_summary(run: SingleRun, console=None) -> None:
     label = " (SYNTHETIC market)" if run.summary["synthetic"] else ""
     console.print(f"\n[bold]{run.summary['symbol']}{label}[/] test {run.test['test_start']} .. {run.test['test_end']} "
                   f"({run.test['test_bars']} bars, net of costs, forecaster: {run.summary['forecast_backend']})")
-    console.print(format_table({"model": run.test["model"], "buy_and_hold": run.test["baselines"]["buy_and_hold"]}),
+    console.print(format_table({"model": run.test["model"], **run.test["baselines"]}),
                   markup=False, highlight=False, soft_wrap=True)
-    console.print(f"run: {run.run_dir}\nreport: {run.report_dir}\n"
+    console.print(significance_line(run.test), markup=False, highlight=False)
+    console.print(f"run: {run.run_dir}\nreport: {run.summary.get('report_html') or run.report_dir}\n"
                   f"tensorboard: tensorboard --logdir {run.tensorboard_dir.parent.parent}")
 
 

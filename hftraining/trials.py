@@ -14,8 +14,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
 
 from hftraining.layout import Layout, normalize_symbol
 
@@ -28,7 +29,7 @@ def trials_path(root: str | Path) -> Path:
     return Layout.at(root).root / TRIALS_FILE
 
 
-def _number(value) -> Optional[float]:
+def _number(value) -> float | None:
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -37,8 +38,8 @@ def _number(value) -> Optional[float]:
 
 
 def register_trial(root: str | Path, run_id: str, kind: str, symbols: Iterable[str],
-                   val_sharpe: Optional[float], test_sharpe: Optional[float],
-                   date: Optional[str] = None, **extra) -> dict:
+                   val_sharpe: float | None, test_sharpe: float | None,
+                   date: str | None = None, **extra) -> dict:
     """Append one trial (annualised Sharpes, None when unknown) and return the record written."""
     record = {
         "run_id": str(run_id),
@@ -61,7 +62,7 @@ def register_trial(root: str | Path, run_id: str, kind: str, symbols: Iterable[s
     return record
 
 
-def read_trials(root: str | Path, symbols: Optional[Iterable[str]] = None) -> list[dict]:
+def read_trials(root: str | Path, symbols: Iterable[str] | None = None) -> list[dict]:
     """Trials in file order, one per run id (the last line wins).
 
     `symbols` keeps the trials of exactly that symbol set (order ignored): the tries that compete
@@ -88,12 +89,12 @@ def read_trials(root: str | Path, symbols: Optional[Iterable[str]] = None) -> li
     return list(by_run.values())
 
 
-def count_trials(root: str | Path, symbols: Optional[Iterable[str]] = None) -> int:
+def count_trials(root: str | Path, symbols: Iterable[str] | None = None) -> int:
     return len(read_trials(root, symbols))
 
 
-def trial_sharpes(root: str | Path, symbols: Optional[Iterable[str]] = None, key: str = "test_sharpe",
-                  exclude_run: Optional[str] = None) -> list[float]:
+def trial_sharpes(root: str | Path, symbols: Iterable[str] | None = None, key: str = "test_sharpe",
+                  exclude_run: str | None = None) -> list[float]:
     """The finite annualised Sharpes (`test_sharpe` or `val_sharpe`) of the registered trials."""
     values = []
     for record in read_trials(root, symbols):
@@ -103,3 +104,24 @@ def trial_sharpes(root: str | Path, symbols: Optional[Iterable[str]] = None, key
         if value is not None:
             values.append(value)
     return values
+
+
+@dataclass
+class TrialScope:
+    """The registered trials a result competes with, and whether the result is itself a new trial.
+
+    A training run being evaluated is not registered yet (it registers after its report), so it is
+    counted in here; a backtest of an existing model is not a new trial.
+    """
+
+    root: Path
+    symbols: list[str]
+    run_id: str | None = None
+    new_trial: bool = True
+
+    def stats(self, sharpe: float | None = None) -> tuple[int, list[float]]:
+        """(number of trials, their annualised test Sharpes) for the Deflated Sharpe ratio."""
+        records = read_trials(self.root, self.symbols)
+        others = [r.get("test_sharpe") for r in records if r["run_id"] != self.run_id]
+        mine = [sharpe] if self.new_trial else [r.get("test_sharpe") for r in records if r["run_id"] == self.run_id]
+        return len(others) + 1, [s for s in map(_number, others + mine) if s is not None]

@@ -17,6 +17,17 @@ L, H = 64, 5
 KINDS = ["bolt", "chronos2"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models are overhead-bound; one thread avoids OpenMP stalls when CI shares its cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _fresh():
     clear_loaded()
@@ -40,7 +51,7 @@ def test_loads_the_saved_checkpoint_and_records_it(kind):
     assert ff.info["mode"] == {"bolt": "chronos-bolt", "chronos2": "chronos-2"}[kind]
     assert ff.info["model_id"] == str(tiny_model_dir(kind)) and len(ff.info["weights_hash"]) == 16
     assert ff.info["device"] == "cpu" and ff.info["dtype"] == "float32" and ff.info["fallback_reason"] is None
-    assert np.isnan(ff.values[: L - 1]).all() and np.isfinite(ff.values[L - 1:]).all()
+    assert np.isnan(ff.values[: L - 1]).all() and np.isfinite(ff.values[L - 1 :]).all()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -48,10 +59,10 @@ def test_perturbing_the_future_leaves_the_past_unchanged(kind):
     prices = random_prices(140, seed=1)
     t_star = 100
     moved = prices.copy()
-    moved[t_star + 1:] *= 1.5
+    moved[t_star + 1 :] *= 1.5
     a, b = features(prices, chronos_data(kind)).values, features(moved, chronos_data(kind)).values
     np.testing.assert_array_equal(a[: t_star + 1], b[: t_star + 1])
-    assert (a[t_star + 1:] != b[t_star + 1:]).any(axis=1).all()
+    assert (a[t_star + 1 :] != b[t_star + 1 :]).any(axis=1).all()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -60,7 +71,9 @@ def test_row_t_is_computed_from_prices_up_to_t_alone(kind):
     prices = random_prices(110, seed=2)
     full = features(prices, chronos_data(kind)).values
     for t in (L - 1, 90, 109):
-        np.testing.assert_allclose(features(prices[: t + 1], chronos_data(kind)).values[t], full[t], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            features(prices[: t + 1], chronos_data(kind)).values[t], full[t], rtol=0, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -95,7 +108,7 @@ def test_missing_model_folder_is_a_user_error(tmp_path):
 def test_checkpoint_missing_weights_is_refused_not_randomly_filled(tmp_path):
     broken = shutil.copytree(tiny_model_dir("bolt"), tmp_path / "bolt")
     state = safetensors.torch.load_file(broken / "model.safetensors")
-    state.pop(sorted(k for k in state if "encoder.block.0" in k)[0])
+    state.pop(min(k for k in state if "encoder.block.0" in k))
     safetensors.torch.save_file(state, broken / "model.safetensors")
     with pytest.raises(UserError, match="lacks 1 weight tensors"):
         features(random_prices(80), chronos_data(chronos_model_id=str(broken)))
@@ -111,7 +124,9 @@ def test_unfetchable_hub_id_follows_the_fallback_policy(monkeypatch, caplog):
     assert "using the statistical forecaster" in caplog.text
     clear_loaded()
     with pytest.raises(UserError, match="chronos forecaster unavailable.*no-such-chronos-model"):
-        features(random_prices(80), chronos_data(chronos_model_id=data.chronos_model_id, forecast_fallback="error"))
+        features(
+            random_prices(80), chronos_data(chronos_model_id=data.chronos_model_id, forecast_fallback="error")
+        )
 
 
 def test_cuda_device_without_cuda_follows_the_fallback_policy(caplog):

@@ -14,6 +14,17 @@ from hftraining.forecasting.rolling import causal_ffill
 L = 32
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models are overhead-bound; one thread avoids OpenMP stalls when CI shares its cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _fresh():
     clear_loaded()
@@ -26,8 +37,12 @@ def stat_data(**kw):
 
 
 def bolt_data(**kw):
-    return DataConfig(forecast_backend="chronos", chronos_model_id=str(tiny_model_dir("bolt")),
-                      forecast_context_length=L, **kw)
+    return DataConfig(
+        forecast_backend="chronos",
+        chronos_model_id=str(tiny_model_dir("bolt")),
+        forecast_context_length=L,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("make_data", [stat_data, bolt_data], ids=["statistical", "chronos-bolt"])
@@ -46,7 +61,9 @@ def test_appending_bars_computes_only_the_new_windows(tmp_path):
     forecast_features("AAA", prices[:180], stat_data(), tmp_path, progress=False)
     grown = forecast_features("AAA", prices, stat_data(), tmp_path, progress=False)
     assert grown.info["computed"] == 20 and grown.info["cache_hits"] == 180 - L + 1
-    np.testing.assert_array_equal(grown.values, forecast_features("AAA", prices, stat_data(), None, False).values)
+    np.testing.assert_array_equal(
+        grown.values, forecast_features("AAA", prices, stat_data(), None, False).values
+    )
     shorter = forecast_features("AAA", prices[:150], stat_data(), tmp_path, progress=False)
     assert shorter.info["computed"] == 0
     np.testing.assert_array_equal(shorter.values, grown.values[:150])
@@ -68,7 +85,9 @@ def test_revised_history_recomputes_from_the_first_changed_bar(tmp_path):
     revised[100:] *= 0.5  # e.g. a split adjustment applied from bar 100
     ff = forecast_features("AAA", revised, stat_data(), tmp_path, progress=False)
     assert ff.info["computed"] == 50 and ff.info["cache_hits"] == 100 - (L - 1)
-    np.testing.assert_array_equal(ff.values, forecast_features("AAA", revised, stat_data(), None, False).values)
+    np.testing.assert_array_equal(
+        ff.values, forecast_features("AAA", revised, stat_data(), None, False).values
+    )
 
 
 def test_cache_key_separates_settings_and_symbols(tmp_path):
@@ -96,11 +115,13 @@ def test_corrupt_cache_file_is_reported_and_recomputed(tmp_path, caplog):
 
 def test_progress_bar_goes_to_stderr_and_quiet_mode_prints_nothing(capsys):
     prices = random_prices(80)
-    forecast_features("AAA", prices, stat_data(), None, progress=False)
+    forecast_features("AAA", prices, bolt_data(), None, progress=False)
+    capsys.readouterr()  # drop whatever loading the model printed
+    forecast_features("AAA", prices, bolt_data(), None, progress=False)
     assert capsys.readouterr().err == ""
-    forecast_features("AAA", prices, stat_data(), None, progress=True)
+    forecast_features("AAA", prices, bolt_data(), None, progress=True)
     captured = capsys.readouterr()
-    assert captured.out == "" and "AAA statistical" in captured.err
+    assert captured.out == "" and "AAA chronos forecasts" in captured.err
 
 
 def test_precompute_summarises_each_symbol(tmp_path):

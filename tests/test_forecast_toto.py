@@ -27,6 +27,15 @@ def _fresh():
     clear_loaded()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models are overhead-bound; one thread avoids OpenMP stalls when CI shares its cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def allow_cpu(monkeypatch):
     monkeypatch.setenv(ALLOW_CPU_ENV, "1")
@@ -35,8 +44,14 @@ def allow_cpu(monkeypatch):
 def toto_data(mode="analytic", **kw):
     kw.setdefault("toto_model_id", str(tiny_model_dir("toto")))
     kw.setdefault("forecast_context_length", L)
-    return DataConfig(forecast_backend="toto", toto_mode=mode, toto_horizon=H, toto_num_samples=16,
-                      toto_samples_per_batch=8, **kw)
+    return DataConfig(
+        forecast_backend="toto",
+        toto_mode=mode,
+        toto_horizon=H,
+        toto_num_samples=16,
+        toto_samples_per_batch=8,
+        **kw,
+    )
 
 
 def features(prices, data, symbol="TEST"):
@@ -44,6 +59,7 @@ def features(prices, data, symbol="TEST"):
 
 
 # --- the CUDA-only rule ---------------------------------------------------------------------------
+
 
 @needs_no_cuda
 def test_without_cuda_toto_falls_back_with_one_warning(monkeypatch, caplog):
@@ -57,7 +73,8 @@ def test_without_cuda_toto_falls_back_with_one_warning(monkeypatch, caplog):
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "toto forecaster unavailable" in warnings[0].message
     assert "statistical" in warnings[0].message
-    stat = features(prices, DataConfig(forecast_backend="statistical", forecast_context_length=L, toto_horizon=H))
+    stat_data = DataConfig(forecast_backend="statistical", forecast_context_length=L, toto_horizon=H)
+    stat = features(prices, stat_data)
     np.testing.assert_array_equal(ff.values, stat.values)  # real forecasts, not zeros
 
 
@@ -69,7 +86,8 @@ def test_without_cuda_error_policy_stops_with_the_reason(monkeypatch):
 
 
 def test_missing_package_falls_back(monkeypatch, allow_cpu):
-    monkeypatch.setitem(sys.modules, "toto", None)  # import toto -> ImportError
+    for name in [m for m in sys.modules if m == "toto" or m.startswith("toto.")] or ["toto"]:
+        monkeypatch.setitem(sys.modules, name, None)  # import toto... -> ImportError
     ff = features(random_prices(100), toto_data())
     assert ff.backend == "statistical" and "toto-ts package is not installed" in ff.info["fallback_reason"]
 
@@ -89,6 +107,7 @@ def test_missing_model_folder_is_a_user_error(allow_cpu, tmp_path):
 
 # --- forecasting code on CPU (opt-in) -------------------------------------------------------------
 
+
 def test_analytic_mode_loads_the_checkpoint_and_matches_totos_own_mean(allow_cpu):
     from toto.data.util.dataset import MaskedTimeseries
     from toto.inference.forecaster import TotoForecaster
@@ -98,13 +117,16 @@ def test_analytic_mode_loads_the_checkpoint_and_matches_totos_own_mean(allow_cpu
     ff = features(prices, toto_data())
     assert ff.backend == "toto" and ff.info["mode"] == "analytic" and ff.info["device"] == "cpu"
     assert ff.info["dtype"] == "float32" and len(ff.info["weights_hash"]) == 16
-    assert np.isnan(ff.values[: L - 1]).all() and np.isfinite(ff.values[L - 1:]).all()
+    assert np.isnan(ff.values[: L - 1]).all() and np.isfinite(ff.values[L - 1 :]).all()
     model = Toto.load_from_checkpoint(str(tiny_model_dir("toto")), map_location="cpu")
     x = torch.tensor(prices[-L:], dtype=torch.float32)[None, None]
-    inputs = MaskedTimeseries(series=x, padding_mask=torch.ones_like(x, dtype=torch.bool),
-                              id_mask=torch.zeros_like(x, dtype=torch.int),
-                              timestamp_seconds=torch.zeros_like(x, dtype=torch.int),
-                              time_interval_seconds=torch.full((1, 1), 86400, dtype=torch.int))
+    inputs = MaskedTimeseries(
+        series=x,
+        padding_mask=torch.ones_like(x, dtype=torch.bool),
+        id_mask=torch.zeros_like(x, dtype=torch.int),
+        timestamp_seconds=torch.zeros_like(x, dtype=torch.int),
+        time_interval_seconds=torch.full((1, 1), 86400, dtype=torch.int),
+    )
     mean = TotoForecaster(model.model).forecast(inputs, prediction_length=H).mean[0, 0].numpy()
     np.testing.assert_allclose(ff.values[-1, :H], mean / np.float32(prices[-1]) - 1, atol=1e-6)
 
@@ -114,10 +136,10 @@ def test_perturbing_the_future_leaves_the_past_unchanged(allow_cpu, mode):
     prices = random_prices(96, seed=2)
     t_star = 80
     moved = prices.copy()
-    moved[t_star + 1:] *= 1.5
+    moved[t_star + 1 :] *= 1.5
     a, b = features(prices, toto_data(mode)).values, features(moved, toto_data(mode)).values
     np.testing.assert_array_equal(a[: t_star + 1], b[: t_star + 1])
-    assert (a[t_star + 1:] != b[t_star + 1:]).any(axis=1).all()
+    assert (a[t_star + 1 :] != b[t_star + 1 :]).any(axis=1).all()
 
 
 @pytest.mark.parametrize("mode", ["analytic", "samples"])
@@ -147,8 +169,8 @@ def test_samples_are_seeded_per_window_and_leave_the_global_rng_alone(allow_cpu)
     np.testing.assert_array_equal(a.values, b.values)
     assert a.info["num_samples"] == 16 and a.info["samples_per_batch"] == 8
     other = features(prices, toto_data("samples"), symbol="OTHER").values  # other symbol, other draws
-    assert not np.array_equal(other[L - 1:], a.values[L - 1:])
-    assert (a.values[L - 1:, H:] > 0).all()
+    assert not np.array_equal(other[L - 1 :], a.values[L - 1 :])
+    assert (a.values[L - 1 :, H:] > 0).all()
 
 
 def test_context_is_rounded_down_to_the_patch_size(allow_cpu, caplog):
@@ -160,12 +182,27 @@ def test_context_is_rounded_down_to_the_patch_size(allow_cpu, caplog):
 
 def test_analytic_horizon_longer_than_a_patch_is_a_user_error(allow_cpu):
     with pytest.raises(UserError, match="toto_horizon <= 16"):
-        features(random_prices(90), DataConfig(forecast_backend="toto", toto_mode="analytic", toto_horizon=20,
-                                               toto_model_id=str(tiny_model_dir("toto")), forecast_context_length=L))
+        features(
+            random_prices(90),
+            DataConfig(
+                forecast_backend="toto",
+                toto_mode="analytic",
+                toto_horizon=20,
+                toto_model_id=str(tiny_model_dir("toto")),
+                forecast_context_length=L,
+            ),
+        )
 
 
 def test_nan_prices_are_forward_filled_not_crashing(allow_cpu):
     prices = random_prices(100, seed=6)
     prices[70] = np.nan
     ff = features(prices, toto_data())
-    assert np.isfinite(ff.values[L - 1:]).all()
+    assert np.isfinite(ff.values[L - 1 :]).all()
+
+
+@needs_no_cuda
+def test_a_mistyped_model_path_is_an_error_even_without_cuda(monkeypatch, tmp_path):
+    monkeypatch.delenv(ALLOW_CPU_ENV, raising=False)
+    with pytest.raises(UserError, match="no such Toto checkpoint folder"):
+        features(random_prices(80), toto_data(toto_model_id=str(tmp_path / "typo" / "toto")))

@@ -11,5 +11,11 @@ rolling.py turns a series into per-bar rows; cache.py stores them.
 from hftraining.forecasting.base import BackendUnavailable, ForecastFeatures, clear_loaded, feature_names
 from hftraining.forecasting.rolling import forecast_features, precompute
 
-__all__ = ["BackendUnavailable", "ForecastFeatures", "clear_loaded", "feature_names", "forecast_features",
-           "precompute"]
+__all__ = [
+    "BackendUnavailable",
+    "ForecastFeatures",
+    "clear_loaded",
+    "feature_names",
+    "forecast_features",
+    "precompute",
+]

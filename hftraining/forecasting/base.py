@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
+import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -61,8 +62,15 @@ class Backend(ABC):
     uses_seeds: bool = False  # True when forecast() draws random numbers (needs a seed per window)
 
     @abstractmethod
-    def forecast(self, contexts: np.ndarray, seeds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def forecast(
+        self, contexts: np.ndarray, seeds: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """contexts float32 [n, L] with no NaN -> (mean [n, H], std [n, H]) of the next H prices."""
+
+    def forecast_series(self, prices: np.ndarray, first_end: int) -> tuple[np.ndarray, ...] | None:
+        """Optional shortcut over a whole NaN-free series: (last price [m], mean [m, H], std [m, H]) for the
+        windows ending at first_end..T-1. None (the default) means rolling.py calls forecast() per batch."""
+        return None
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -72,10 +80,30 @@ class Backend(ABC):
         """
 
 
+def describe_error(exc: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`, short enough for a one-line warning or UserError."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit] if lines else ''}".rstrip(": ")
+
+
 # --- model weights ---------------------------------------------------------------------------------
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HASHES: dict[tuple, str] = {}
+
+
+def check_model_id(model_id: str, what: str, key: str) -> None:
+    """UserError unless `model_id` is an existing folder or could be a hub id `owner/name` (no download)."""
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise UserError(
+            f"{key} = {model_id!r}: expected a checkpoint folder (config.json + model.safetensors), "
+            "got a file"
+        )
+    if not _HUB_ID.fullmatch(model_id):
+        raise UserError(f"{key} = {model_id!r}: no such {what} checkpoint folder")
 
 
 def resolve_weights(model_id: str, what: str, key: str) -> Path:
@@ -84,29 +112,28 @@ def resolve_weights(model_id: str, what: str, key: str) -> Path:
     A path that does not exist (and cannot be a hub id `owner/name`) is a UserError naming `key`;
     a hub id that cannot be fetched (offline, unknown) is BackendUnavailable, so the policy applies.
     """
+    check_model_id(model_id, what, key)
     path = Path(model_id).expanduser()
     if path.is_dir():
         return path
-    if path.exists():
-        raise UserError(f"{key} = {model_id!r}: expected a checkpoint folder (config.json + model.safetensors), "
-                        "got a file")
-    if not _HUB_ID.fullmatch(model_id):
-        raise UserError(f"{key} = {model_id!r}: no such {what} checkpoint folder")
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors"]))
-    except Exception as exc:  # offline, unknown repo, gated: all mean "these weights are not here"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, gated: all mean "the weights are not here"
         raise BackendUnavailable(
             f"{key} = {model_id!r} is not a local folder and could not be fetched from the Hugging Face hub "
-            f"({type(exc).__name__}: {first[:160]})") from None
+            f"({describe_error(exc, 160)})"
+        ) from None
 
 
 def weights_hash(folder: Path) -> str:
     """sha256[:16] over the weight files and config.json (the config shapes the model as much as the weights)."""
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and (p.suffix in {".safetensors", ".bin", ".pt"} or p.name == "config.json"))
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and (p.suffix in {".safetensors", ".bin", ".pt"} or p.name == "config.json")
+    )
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     key = (str(folder.resolve()), stamp)
     if key not in _HASHES:
@@ -138,12 +165,21 @@ _WARNED: set[str] = set()
 
 
 def _load_key(data: DataConfig, requested: str) -> tuple:
-    import os
-
-    return (requested, data.toto_horizon, data.forecast_context_length, data.forecast_batch_size,
-            data.toto_model_id, data.toto_device, data.toto_mode, data.toto_dtype, data.toto_num_samples,
-            data.toto_samples_per_batch, data.chronos_model_id, data.chronos_device,
-            os.environ.get("HFTRAIN_TOTO_ALLOW_CPU", ""))
+    return (
+        requested,
+        data.toto_horizon,
+        data.forecast_context_length,
+        data.forecast_batch_size,
+        data.toto_model_id,
+        data.toto_device,
+        data.toto_mode,
+        data.toto_dtype,
+        data.toto_num_samples,
+        data.toto_samples_per_batch,
+        data.chronos_model_id,
+        data.chronos_device,
+        os.environ.get("HFTRAIN_TOTO_ALLOW_CPU", ""),
+    )
 
 
 def _build(data: DataConfig, requested: str) -> Backend:
@@ -159,7 +195,9 @@ def _build(data: DataConfig, requested: str) -> Backend:
         from hftraining.forecasting.toto_backend import TotoBackend
 
         return TotoBackend(data)
-    raise UserError(f"data.forecast_backend = {requested!r}: forecast features need toto, chronos or statistical")
+    raise UserError(
+        f"data.forecast_backend = {requested!r}: forecast features need toto, chronos or statistical"
+    )
 
 
 def warn_once(message: str) -> None:
@@ -183,10 +221,14 @@ def load_backend(data: DataConfig) -> tuple[Backend, str | None]:
         return loaded, None
     reason = f"{requested} forecaster unavailable: {loaded}"
     if data.forecast_fallback == "error":
-        raise UserError(f"{reason} (data.forecast_fallback=error; set it to statistical to fall back, "
-                        "or data.forecast_backend=statistical|none)")
-    warn_once(f"{reason}; using the statistical forecaster (random walk with drift) instead, "
-              "and recording backend=statistical in the run metadata")
+        raise UserError(
+            f"{reason} (data.forecast_fallback=error; set it to statistical to fall back, "
+            "or data.forecast_backend=statistical|none)"
+        )
+    warn_once(
+        f"{reason}; using the statistical forecaster (random walk with drift) instead, "
+        "and recording backend=statistical in the run metadata"
+    )
     from hftraining.forecasting.statistical import StatisticalBackend
 
     return StatisticalBackend(data), reason

@@ -48,7 +48,7 @@ def load(path: Path, key: dict[str, Any], width: int) -> tuple[np.ndarray, np.nd
             raise ValueError("its settings do not match its name")
         if prices.ndim != 1 or values.shape != (len(prices), width):
             raise ValueError(f"shapes {prices.shape} / {values.shape} do not match")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is recomputed, never trusted
         log.warning("forecast cache %s is unreadable (%s: %s); recomputing it", path, type(exc).__name__, exc)
         return None
     return prices.astype(np.float64), values.astype(np.float32)
@@ -57,8 +57,13 @@ def load(path: Path, key: dict[str, Any], width: int) -> tuple[np.ndarray, np.nd
 def save(path: Path, key: dict[str, Any], prices: np.ndarray, values: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez(handle, key=np.array(key_text(key)), prices=np.asarray(prices, dtype=np.float64),
-                     values=np.asarray(values, dtype=np.float32), prices_sha256=np.array(prices_hash(prices)))
+            np.savez(
+                handle,
+                key=np.array(key_text(key)),
+                prices=np.asarray(prices, dtype=np.float64),
+                values=np.asarray(values, dtype=np.float32),
+                prices_sha256=np.array(prices_hash(prices)),
+            )
 
     atomic_write(path, write)
 

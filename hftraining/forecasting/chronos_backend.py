@@ -19,7 +19,15 @@ import numpy as np
 
 from hftraining.config import DataConfig
 from hftraining.errors import UserError
-from hftraining.forecasting.base import Backend, BackendUnavailable, resolve_weights, versions, weights_hash, warn_once
+from hftraining.forecasting.base import (
+    Backend,
+    BackendUnavailable,
+    describe_error,
+    resolve_weights,
+    versions,
+    warn_once,
+    weights_hash,
+)
 
 NORMAL_10_90_WIDTH = 2.5631  # Phi^-1(0.9) - Phi^-1(0.1)
 
@@ -44,8 +52,10 @@ def _check_complete(model, folder: Path, key: str) -> None:
             stored.update(handle.keys())
     missing = sorted({name for name, _ in model.named_parameters()} - stored)
     if missing:
-        raise UserError(f"{key}: checkpoint {folder} lacks {len(missing)} weight tensors (e.g. {missing[0]}); "
-                        "refusing to run with randomly initialised layers")
+        raise UserError(
+            f"{key}: checkpoint {folder} lacks {len(missing)} weight tensors (e.g. {missing[0]}); "
+            "refusing to run with randomly initialised layers"
+        )
 
 
 class ChronosBackend(Backend):
@@ -66,14 +76,20 @@ class ChronosBackend(Backend):
         self.model_id = data.chronos_model_id
         folder = resolve_weights(self.model_id, "Chronos", key)
         if not (folder / "config.json").is_file():
-            raise UserError(f"{key} = {self.model_id!r}: {folder} has no config.json, so it is not a Chronos checkpoint")
+            raise UserError(
+                f"{key} = {self.model_id!r}: {folder} has no config.json, so it is not a Chronos checkpoint"
+            )
         self.torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         try:
-            pipe = BaseChronosPipeline.from_pretrained(str(folder), device_map=self.device, dtype=self.torch_dtype)
-        except Exception as exc:
-            raise UserError(f"{key} = {self.model_id!r}: could not load a Chronos model from {folder} "
-                            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})"
-                            ) from None
+            with torch.random.fork_rng(devices=[]):  # loading must not move the training seed
+                pipe = BaseChronosPipeline.from_pretrained(
+                    str(folder), device_map=self.device, dtype=self.torch_dtype
+                )
+        except Exception as exc:  # noqa: BLE001 - any load failure is one UserError line
+            raise UserError(
+                f"{key} = {self.model_id!r}: could not load a Chronos model from {folder} "
+                f"({describe_error(exc)})"
+            ) from None
         _check_complete(pipe.model, folder, key)
         if isinstance(pipe, Chronos2Pipeline):
             self.kind = "chronos-2"
@@ -81,19 +97,25 @@ class ChronosBackend(Backend):
         elif isinstance(pipe, ChronosBoltPipeline):
             self.kind = "chronos-bolt"
         else:
-            raise UserError(f"{key} = {self.model_id!r}: {type(pipe).__name__} (sampling Chronos-T5) is not supported; "
-                            "use a Chronos-Bolt or Chronos-2 checkpoint")
+            raise UserError(
+                f"{key} = {self.model_id!r}: {type(pipe).__name__} (sampling Chronos-T5) is not supported; "
+                "use a Chronos-Bolt or Chronos-2 checkpoint"
+            )
         self.pipe = pipe
         self.weights_hash = weights_hash(folder)
         self.horizon = data.toto_horizon
         self.batch_size = data.forecast_batch_size
         self.context_length = data.forecast_context_length
         if self.context_length > pipe.model_context_length:
-            warn_once(f"data.forecast_context_length={self.context_length} is longer than {self.model_id}'s context "
-                      f"({pipe.model_context_length}); using {pipe.model_context_length}")
+            warn_once(
+                f"data.forecast_context_length={self.context_length} is longer than {self.model_id}'s context "
+                f"({pipe.model_context_length}); using {pipe.model_context_length}"
+            )
             self.context_length = pipe.model_context_length
 
-    def forecast(self, contexts: np.ndarray, seeds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def forecast(
+        self, contexts: np.ndarray, seeds: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         x = torch.from_numpy(np.array(contexts, dtype=np.float32))
@@ -110,7 +132,11 @@ class ChronosBackend(Backend):
         return mean, std
 
     def describe(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "weights_hash": self.weights_hash, "mode": self.kind,
-                "device": "cuda" if self.device.startswith("cuda") else "cpu",
-                "dtype": str(self.torch_dtype).removeprefix("torch."),
-                "versions": versions("torch", "chronos-forecasting", "transformers")}
+        return {
+            "model_id": self.model_id,
+            "weights_hash": self.weights_hash,
+            "mode": self.kind,
+            "device": "cuda" if self.device.startswith("cuda") else "cpu",
+            "dtype": str(self.torch_dtype).removeprefix("torch."),
+            "versions": versions("torch", "chronos-forecasting", "transformers"),
+        }

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -46,42 +47,63 @@ def _progress_bar(show: bool, total: int, label: str) -> Iterator:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True)) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
 
 
-def rolling_forecasts(backend: Backend, prices: np.ndarray, first_end: int, symbol: str,
-                      progress: bool = False) -> tuple[np.ndarray, int]:
+def rolling_forecasts(
+    backend: Backend, prices: np.ndarray, first_end: int, symbol: str, progress: bool = False
+) -> tuple[np.ndarray, int]:
     """Features for the windows ending at first_end..T-1 -> (rows [T - first_end, 2H], windows computed)."""
     horizon, length = backend.horizon, backend.context_length
-    filled = causal_ffill(np.asarray(prices, dtype=np.float64)).astype(np.float32)
+    filled = causal_ffill(np.asarray(prices, dtype=np.float64))
     total = len(filled)
     out = np.full((max(total - first_end, 0), 2 * horizon), np.nan, dtype=np.float32)
     valid = np.flatnonzero(np.isfinite(filled))
     if len(valid) == 0 or total < length:
         return out, 0
-    start = max(first_end, length - 1, int(valid[0]) + length - 1)  # first end with a full, valid window
+    first_valid = int(valid[0])
+    start = max(first_end, length - 1, first_valid + length - 1)  # first end with a full, valid window
     if start >= total:
         return out, 0
-    windows = np.lib.stride_tricks.sliding_window_view(filled, length)  # windows[i] ends at bar i + L - 1
+
+    def put(lo: int, last: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+        last = np.asarray(last, dtype=np.float64).reshape(-1, 1)
+        rows = slice(lo - first_end, lo - first_end + len(last))
+        out[rows, :horizon] = np.asarray(mean, dtype=np.float64) / last - 1.0
+        out[rows, horizon:] = np.asarray(std, dtype=np.float64) / last
+
+    shortcut = backend.forecast_series(filled[first_valid:], start - first_valid)
+    if shortcut is not None:
+        put(start, *shortcut)
+        return out, total - start
+
+    windows = np.lib.stride_tricks.sliding_window_view(filled.astype(np.float32), length)  # [i] ends at i+L-1
     with _progress_bar(progress, total - start, f"{symbol} {backend.name} forecasts") as advance:
         for lo in range(start, total, backend.batch_size):
             hi = min(lo + backend.batch_size, total)
-            contexts = windows[lo - length + 1: hi - length + 1]
-            seeds = (np.array([window_seed(symbol, t) for t in range(lo, hi)], dtype=np.int64)
-                     if backend.uses_seeds else None)
+            contexts = windows[lo - length + 1 : hi - length + 1]
+            seeds = (
+                np.array([window_seed(symbol, t) for t in range(lo, hi)], dtype=np.int64)
+                if backend.uses_seeds
+                else None
+            )
             mean, std = backend.forecast(contexts, seeds)
-            last = contexts[:, -1:].astype(np.float64)
-            out[lo - first_end: hi - first_end, :horizon] = np.asarray(mean, dtype=np.float64) / last - 1.0
-            out[lo - first_end: hi - first_end, horizon:] = np.asarray(std, dtype=np.float64) / last
+            put(lo, contexts[:, -1], mean, std)
             advance(hi - lo)
     return out, total - start
 
 
-def forecast_features(symbol: str, adj_close: np.ndarray, data: DataConfig, cache_dir: Path | None,
-                      progress: bool = True) -> ForecastFeatures:
+def forecast_features(
+    symbol: str, adj_close: np.ndarray, data: DataConfig, cache_dir: Path | None, progress: bool = True
+) -> ForecastFeatures:
     """Causal forecast features [T, 2H] for one symbol, from the configured backend (or its fallback).
 
     Rows before the first full context are NaN. `info` records what produced the numbers (model id,
@@ -96,8 +118,14 @@ def forecast_features(symbol: str, adj_close: np.ndarray, data: DataConfig, cach
     backend, fallback_reason = load_backend(data)
     horizon, length, total = backend.horizon, backend.context_length, len(prices)
     described = backend.describe()
-    key = {"schema": CACHE_SCHEMA, "backend": backend.name, "symbol": symbol, "context": length,
-           "horizon": horizon, **described}
+    key = {
+        "schema": CACHE_SCHEMA,
+        "backend": backend.name,
+        "symbol": symbol,
+        "context": length,
+        "horizon": horizon,
+        **described,
+    }
 
     values = np.full((total, 2 * horizon), np.nan, dtype=np.float32)
     reused = 0  # rows [0, reused) come from the cache
@@ -118,24 +146,42 @@ def forecast_features(symbol: str, adj_close: np.ndarray, data: DataConfig, cach
     windows = max(total - length + 1, 0)
     hits = max(reused - (length - 1), 0)
     info: dict[str, Any] = {
-        **described, "backend": backend.name, "requested": requested, "context": length, "horizon": horizon,
-        "windows": windows, "computed": computed, "cache_hits": hits,
+        **described,
+        "backend": backend.name,
+        "requested": requested,
+        "context": length,
+        "horizon": horizon,
+        "windows": windows,
+        "computed": computed,
+        "cache_hits": hits,
         "skipped": windows - computed - hits,  # windows reaching back before the first valid price
-        "seconds": round(time.perf_counter() - began, 4), "fallback_reason": fallback_reason,
-        "cache_file": str(path) if path is not None else None, "prices_sha256": cache.prices_hash(prices),
+        "seconds": round(time.perf_counter() - began, 4),
+        "fallback_reason": fallback_reason,
+        "cache_file": str(path) if path is not None else None,
+        "prices_sha256": cache.prices_hash(prices),
     }
-    return ForecastFeatures(values=values, names=feature_names(horizon), backend=backend.name,
-                            requested=requested, info=info)
+    return ForecastFeatures(
+        values=values, names=feature_names(horizon), backend=backend.name, requested=requested, info=info
+    )
 
 
-def precompute(symbols_and_prices: dict[str, np.ndarray], data: DataConfig, cache_dir: Path | None,
-               progress: bool = True) -> list[dict[str, Any]]:
+def precompute(
+    symbols_and_prices: dict[str, np.ndarray], data: DataConfig, cache_dir: Path | None, progress: bool = True
+) -> list[dict[str, Any]]:
     """Fill the cache for many symbols (the `hftrain forecast` command); one summary dict per symbol."""
     rows = []
     for symbol, prices in symbols_and_prices.items():
         ff = forecast_features(symbol, prices, data, cache_dir, progress=progress)
-        rows.append({"symbol": symbol, "backend": ff.backend, "requested": ff.requested,
-                     "windows": ff.info["windows"], "computed": ff.info["computed"],
-                     "cache_hits": ff.info["cache_hits"], "seconds": ff.info["seconds"],
-                     "fallback_reason": ff.info["fallback_reason"]})
+        rows.append(
+            {
+                "symbol": symbol,
+                "backend": ff.backend,
+                "requested": ff.requested,
+                "windows": ff.info["windows"],
+                "computed": ff.info["computed"],
+                "cache_hits": ff.info["cache_hits"],
+                "seconds": ff.info["seconds"],
+                "fallback_reason": ff.info["fallback_reason"],
+            }
+        )
     return rows

@@ -1,0 +1,82 @@
+"""Baselines: the momentum rule by hand on a tiny series, its causality, and its simulation on a panel."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hftraining.baselines import momentum, momentum_positions, single_asset_baselines
+from hftraining.config import TrackerConfig
+from hftraining.data.panel import Panel
+from hftraining.evaluation import simulate
+
+
+def reference_momentum(close, lookback, vol_window, target_vol, cap, periods_per_year):
+    """Plain loops: position at t from closes <= t-1 only."""
+    out = []
+    for t in range(len(close)):
+        last = t - 1
+        if last - lookback < 0 or last - vol_window < 0:
+            out.append(0.0)
+            continue
+        signal = math.copysign(1.0, close[last] / close[last - lookback] - 1.0)
+        rets = [close[j] / close[j - 1] - 1.0 for j in range(last - vol_window + 1, last + 1)]
+        vol = np.std(rets, ddof=1) * math.sqrt(periods_per_year)
+        out.append(max(-cap, min(cap, signal * target_vol / vol)))
+    return np.array(out)
+
+
+def test_momentum_by_hand_on_a_tiny_series():
+    close = np.array([100.0, 110.0, 99.0, 120.0, 130.0, 125.0, 140.0, 90.0])
+    got = momentum_positions(close, lookback=2, vol_window=2, target_vol=0.1, max_position=10, periods_per_year=1)
+    # t=3 uses closes 0..2: signal sign(99/100 - 1) = -1, vol = std([+10%, -10%]) = 0.1414 -> -0.7071
+    assert got[3] == pytest.approx(-0.1 / np.std([0.1, 99 / 110 - 1], ddof=1))
+    assert got[:3].tolist() == [0.0, 0.0, 0.0]                        # not enough history: flat
+    np.testing.assert_allclose(got, reference_momentum(close, 2, 2, 0.1, 10, 1), rtol=1e-12)
+    capped = momentum_positions(close, lookback=2, vol_window=2, target_vol=5.0, max_position=0.5, periods_per_year=1)
+    assert np.abs(capped).max() == pytest.approx(0.5)
+
+
+def test_momentum_defaults_match_the_reference():
+    rng = np.random.default_rng(1)
+    close = 50 * np.exp(np.cumsum(0.01 * rng.standard_normal(400) + 0.0003))
+    np.testing.assert_allclose(momentum_positions(close), reference_momentum(close, 252, 63, 0.15, 1.0, 252),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_momentum_is_causal():
+    rng = np.random.default_rng(2)
+    close = 50 * np.exp(np.cumsum(0.01 * rng.standard_normal(600)))
+    t = 450
+    changed = close.copy()
+    changed[t + 1:] *= np.exp(np.cumsum(0.05 * rng.standard_normal(600 - t - 1)))   # a different future
+    a, b = momentum_positions(close), momentum_positions(changed)
+    np.testing.assert_array_equal(a[: t + 2], b[: t + 2])      # the lag: even bar t+1 only sees closes <= t
+    assert not np.array_equal(a[t + 2:], b[t + 2:])
+    assert np.count_nonzero(a[:253]) == 0 and np.count_nonzero(a[253:]) > 0
+
+
+def panel_of(close):
+    n = len(close)
+    ohlc = np.repeat(np.asarray(close)[:, None, None], 4, axis=2)
+    returns = np.append(close[1:] / close[:-1] - 1, np.nan)[:, None]
+    return Panel(["X"], pd.date_range("2019-01-01", periods=n, freq="B").to_numpy(), ["f"],
+                 np.zeros((n, 1, 1), np.float32), ohlc, returns)
+
+
+def test_momentum_simulation_uses_the_same_bars_and_costs():
+    rng = np.random.default_rng(4)
+    close = 50 * np.exp(np.cumsum(0.01 * rng.standard_normal(500) + 0.0005))
+    panel = panel_of(close)
+    decisions = range(300, 480)
+    tracker = TrackerConfig(max_position_size=0.8)
+    sim = momentum(panel, 0, decisions, tracker)
+    expected = momentum_positions(close, max_position=0.8)[300:480]
+    np.testing.assert_allclose(sim.positions, expected)
+    direct = simulate(panel, 0, decisions, expected, tracker)
+    np.testing.assert_allclose(sim.frame["net_return"], direct.frame["net_return"])
+    both = single_asset_baselines(panel, 0, decisions, tracker)
+    assert set(both) == {"buy_and_hold", "momentum"}
+    assert (both["buy_and_hold"].positions == 0.8).all()
+    assert len(both["buy_and_hold"].frame) == len(both["momentum"].frame) == len(decisions)

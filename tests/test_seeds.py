@@ -1,0 +1,48 @@
+"""Multi-seed runs: one run per seed with distinct ids, mean ± std of validation and test metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fake_runs import TINY
+
+from hftraining.cli import main
+from hftraining.config import load_config
+from hftraining.errors import UserError
+from hftraining.seeds import mean_std, run_seeds
+
+
+def test_mean_std_uses_sample_std_and_common_numeric_keys():
+    rows = [{"sharpe_ratio": 1.0, "x": None, "n": 3}, {"sharpe_ratio": 2.0, "x": 1.0, "n": 5}]
+    stats = mean_std(rows)
+    assert set(stats) == {"sharpe_ratio", "n"}
+    assert stats["sharpe_ratio"] == {"mean": 1.5, "std": pytest.approx(np.std([1.0, 2.0], ddof=1)), "n": 2}
+    assert mean_std([{"a": 2.0}])["a"]["std"] == 0.0
+
+
+def test_repeated_seed_is_refused_before_training(tmp_path):
+    with pytest.raises(UserError, match="seed 1 is given twice"):
+        run_seeds("DEMO", load_config(TINY), [0, 1, 1])
+
+
+def test_cli_seeds_trains_one_run_per_seed(tmp_path, capsys):
+    code = main(["single", "--stock", "DEMO", "--config", str(TINY), "--set", "data.forecast_backend=none",
+                 "--out", str(tmp_path), "--steps", "3", "-q", "--seeds", "0", "1", "--json"])
+    assert code == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["seeds"] == [0, 1] and "mean±std" in captured.err
+    doc = json.loads((tmp_path / "reports" / summary["group_id"] / "seeds.json").read_text())
+    ids = [r["run_id"] for r in doc["runs"]]
+    assert ids == [f"{summary['group_id']}-seed0", f"{summary['group_id']}-seed1"]
+    for r in doc["runs"]:
+        assert load_config(tmp_path / "models" / "finetuned" / "DEMO" / r["run_id"] / "config.yaml").training.seed \
+            == r["seed"]
+    sharpe = [r["test"]["sharpe_ratio"] for r in doc["runs"]]
+    assert doc["test"]["sharpe_ratio"]["mean"] == pytest.approx(np.mean(sharpe))
+    assert doc["test"]["sharpe_ratio"]["std"] == pytest.approx(np.std(sharpe, ddof=1))
+    assert "sharpe_ratio" in doc["validation"] and doc["buy_and_hold"]["trade_count"] == 1
+    assert main(["single", "--stock", "DEMO", "--config", str(TINY), "--seed", "3", "--seeds", "0", "1"]) == 2
+    assert "--seed and --seeds" in capsys.readouterr().err
