@@ -6,13 +6,13 @@ exit with code 2; `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
-import click
 import typer
 
 from hftraining.errors import UserError
@@ -432,6 +432,22 @@ def setup_logging(debug: bool) -> None:
     warn_logger.propagate = False
 
 
+def _click_errors(name: str) -> tuple[type, ...]:
+    """The exception class `name` from click and from typer's vendored copy (newer typer ships its own)."""
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+USAGE_ERRORS = _click_errors("UsageError")
+ABORTS = _click_errors("Abort") + (typer.Abort,)
+EXITS = _click_errors("Exit") + (typer.Exit,)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -444,17 +460,19 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    except click.exceptions.UsageError as exc:
+    except USAGE_ERRORS as exc:
         if debug:
             raise
-        where = f" (hftrain {exc.ctx.command_path.split(' ', 1)[1]})" if exc.ctx and " " in exc.ctx.command_path else ""
-        sys.stderr.write(f"error: {exc.format_message()}{where}; see --help\n")
+        if type(exc).__name__ == "NoArgsIsHelpError":     # help was already printed
+            return 0
+        path = exc.ctx.command_path if exc.ctx is not None else "hftrain"
+        sys.stderr.write(f"error: {exc.format_message()} ({path}); see {path} --help\n")
         return 2
-    except click.exceptions.Abort:
+    except ABORTS:
         sys.stderr.write("aborted\n")
         return 130
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
+    except EXITS as exc:
+        return getattr(exc, "exit_code", 0)
     return 0
 
 

@@ -89,8 +89,11 @@ def test_restart_after_k_bars_and_after_a_crash_gives_the_same_state(setup, tmp_
         handle.write('{"date": "2099-01-01T00:00:00", "open": 1.0}\n')
     with open(folder / DECISIONS, "a") as handle:
         handle.write("2099-01-01,1,1,1,model\n")
-    second = run_paper(LiveTrader(setup["run"], folder), CsvReplay("DEMO", setup["replay"]), max_bars=11)
+    pauses = []
+    second = run_paper(LiveTrader(setup["run"], folder), CsvReplay("DEMO", setup["replay"]), max_bars=11,
+                       speed=50, sleep=pauses.append)
     assert second["traded_now"] == 11 and second["bars_traded"] == 18
+    assert pauses == [1 / 50] * 11                                          # --speed: bars per second
     run_paper(LiveTrader(setup["run"], folder), CsvReplay("DEMO", setup["replay"]))
     assert comparable_state(folder) == comparable_state(setup["reference"])
     assert (folder / DECISIONS).read_text() == (setup["reference"] / DECISIONS).read_text()
