@@ -242,7 +242,8 @@ def training_figure(curves: dict[str, tuple], best_step: int | None = None):
             ax.axvline(best_step, color="#c0392b", ls="--", lw=1, label=f"best step {best_step}")
             ax.legend(loc="best")
         ax.set_xlabel("optimizer step")
-        ax.set_title(f"{title} ({tag})")
+        ax.set_ylabel(tag)
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -256,7 +257,7 @@ main{max-width:1120px;margin:0 auto;padding:24px 28px 60px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:30px 0 10px;border-bottom:2px solid #dde3ea;
  padding-bottom:4px}h3{font-size:15px;margin:18px 0 8px}
 .sub{color:#5b6876;margin:0 0 14px}.card{background:#fff;border:1px solid #dde3ea;border-radius:8px;
- padding:16px 18px;margin:12px 0;box-shadow:0 1px 2px rgba(0,0,0,.04)}
+ padding:16px 18px;margin:12px 0;box-shadow:0 1px 2px rgba(0,0,0,.04);overflow-x:auto}
 .banner{border-radius:8px;padding:12px 16px;margin:10px 0;font-weight:600}
 .synthetic{background:#fde2e1;border:2px solid #c0392b;color:#8e1b10;font-size:17px}
 .insample{background:#fff1d6;border:2px solid #e08e0b;color:#7a4a00;font-size:17px}
@@ -333,6 +334,18 @@ def kv_table(pairs: list[tuple[str, str]]) -> str:
 
 def _stat(label: str, value: str) -> str:
     return f'<div class="stat"><div class="k">{label}</div><div class="v">{value}</div></div>'
+
+
+def baseline_comparison(rows: dict[str, dict]) -> str:
+    """One sentence: the model's net Sharpe against the best baseline's."""
+    model = (rows.get("model") or {}).get("sharpe_ratio")
+    others = {k: v.get("sharpe_ratio") for k, v in rows.items() if k != "model" and v.get("sharpe_ratio") is not None}
+    if model is None or not others:
+        return ""
+    best = max(others, key=others.get)
+    side = "above" if model > others[best] else "below"
+    return (f"<p><b>Against the best baseline</b>: {html.escape(_label(best))} has a net Sharpe of "
+            f"{_fmt(others[best])}; the model's {_fmt(model)} is {side} it.</p>")
 
 
 def significance_section(sig: dict | None) -> str:
@@ -413,7 +426,8 @@ def symbol_section(report_dir: Path, summary: dict, prefix: str) -> str:
              'the ProfitTracker and marked to market. Max drawdown is negative (equity / running peak − 1). '
              'Win rate = winning closed trades / closed trades (0% when none closed). '
              'PSR = probability that the true Sharpe exceeds 0.</p></div>'),
-             f'<div class="card"><h3>Significance</h3>{significance_section(summary.get("significance"))}</div>']
+             (f'<div class="card"><h3>Significance</h3>{baseline_comparison(rows)}'
+             f'{significance_section(summary.get("significance"))}</div>')]
     if series:
         parts.append(f'<div class="card"><h3>Equity and drawdown</h3>'
                      f'{_img(figure_png(equity_drawdown_figure(series)), "equity and drawdown")}</div>')
