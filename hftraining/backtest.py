@@ -118,12 +118,17 @@ def _day(value: str | None, flag: str) -> pd.Timestamp | None:
 
 
 def backtest_config(run_config: Config, config_path: Path | None = None, overrides: list[str] | None = None,
-                    updates: dict | None = None) -> Config:
+                    updates: dict | None = None, forecast_backend: str | None = None) -> Config:
     """The run's config, then a --config file, --set overrides and flag updates on top.
 
     data.end is cleared: the backtest's end selects decisions after featurising, it does not cut bars.
+    `forecast_backend` (what the run actually used) is pinned before the user's overrides: forecast
+    feature names do not say which backend made them, so a backtest on a CUDA machine must not
+    silently swap the statistical features a CPU-trained model learned for Toto's.
     """
     raw = run_config.model_dump(mode="json")
+    if forecast_backend is not None:
+        raw["data"]["forecast_backend"] = forecast_backend
     if config_path is not None:
         path = Path(config_path)
         if not path.is_file():
@@ -219,9 +224,10 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
         raise UserError(f"--start {start_date} is after --end {end_date}")
     if source is None and data_dir is not None:
         source = "csv"
+    used = {info.get("backend", "none") for info in (run.metadata.get("forecast") or {}).values()}
     config = backtest_config(run.config, config_path, overrides, {
         "data.source": source, "data.data_dir": str(data_dir) if data_dir else None,
-        "training.device": device})
+        "training.device": device}, forecast_backend=used.pop() if len(used) == 1 else None)
     if cost_bps is not None:
         if cost_bps < 0:
             raise UserError(f"--cost-bps {cost_bps}: a cost cannot be negative")
