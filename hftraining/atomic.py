@@ -1,4 +1,8 @@
-"""Atomic file writes (temp file in the same folder, fsync, rename) so a crash never leaves half a file."""
+"""Atomic file writes (temp file in the same folder, fsync, rename) so a crash never leaves half a file.
+
+A failed write (disk full, read-only file system, permission) leaves the old file untouched, removes
+the temp file and raises OSError naming the target path, which `hftrain` reports as one line.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,39 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+DEFAULT_MODE = 0o644  # mkstemp creates 0600 files; outputs are meant to be readable like any other file
+
+
+def _write_all(path: Path, data: bytes) -> None:
+    """Write `data` to a fresh file (the one place bytes reach the disk; tests simulate a full disk here)."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)`, fsync it, then rename it over `path`; the old file survives any failure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())      # mkstemp creates 0600; give the file normal permissions
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        try:
+            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else DEFAULT_MODE)
+        except OSError:
+            pass
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -35,12 +57,25 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same error (same errno and type) with the target path, which a failed write() omits."""
+    if exc.errno is None or exc.filename == str(path):
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))  # OSError picks the subclass
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return atomic_write(path, lambda tmp: _write_all(tmp, data))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

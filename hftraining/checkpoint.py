@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as serialize
 
 from hftraining import atomic
 from hftraining.config import Config, load_config, to_yaml
@@ -31,19 +31,27 @@ METADATA = "metadata.json"
 LAST = "last"
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: Optional[dict[str, str]] = None) -> None:
+    """One safetensors file, written atomically; serialised in memory so a full disk is a plain OSError."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic.atomic_write(path, lambda tmp: save_file(flat, str(tmp)))
+    atomic.write_bytes(path, serialize(flat, metadata=metadata))
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def read_tensor_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, header metadata) of a safetensors file; anything else (a pickle, a truncated file) is refused."""
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: not a readable safetensors checkpoint ({reason}); it may be truncated") from None
+        raise UserError(f"{path}: not a readable safetensors checkpoint ({reason}); it may be truncated "
+                        "or not a checkpoint (pickles are never loaded)") from None
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return read_tensor_file(path)[0]
 
 
 def versions() -> dict[str, str]:
@@ -135,8 +143,11 @@ def save_training_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    save_tensors(last / "state.safetensors", tensors)
-    atomic.write_json(last / "state.json", {**state, "param_groups": groups})
+    record = {**state, "param_groups": groups}
+    # The counters travel inside the tensor file's header: one atomic rename commits the whole state,
+    # so a kill between two writes can never pair step-N tensors with step-M counters.
+    save_tensors(last / "state.safetensors", tensors, metadata={"state": json.dumps(record, default=str)})
+    atomic.write_json(last / "state.json", record)       # the same record, for people and find_resumable
 
 
 def load_training_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -144,8 +155,15 @@ def load_training_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.
     last = run_dir / LAST
     if not (last / "state.json").is_file() or not (last / "state.safetensors").is_file():
         raise UserError(f"--resume {run_dir}: no resumable checkpoint in {last}")
-    state = read_json(last / "state.json")
-    tensors = load_tensors(last / "state.safetensors")
+    tensors, header = read_tensor_file(last / "state.safetensors")
+    try:
+        state = json.loads(header["state"]) if "state" in header else read_json(last / "state.json")
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{last / 'state.safetensors'}: unreadable training state ({exc})") from None
+    needed = [k for k in ("rng.torch", "rng.generator") if k not in tensors] + \
+        [k for k in ("step", "param_groups") if k not in state]
+    if needed:
+        raise UserError(f"--resume {run_dir}: {last} is not a training state (missing {', '.join(needed)})")
     load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, last)
     opt_state: dict[int, dict] = {}
     for key, value in tensors.items():

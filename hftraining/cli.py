@@ -6,9 +6,11 @@ exit with code 2; `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -44,6 +46,8 @@ SeedOpt = typer.Option(None, "--seed", help="Random seed (training.seed).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON summary as the last line of stdout.")
 BackendOpt = typer.Option(None, "--forecast-backend", help="toto | chronos | statistical | none.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+NprocOpt = typer.Option(None, "--nproc", help="Train data-parallel on N processes (GPUs) of this machine: "
+                                             "re-runs the command under torchrun (DDP).")
 
 
 def build_config(config: Optional[Path], set_: Optional[List[str]], out: Optional[Path], source: Optional[str],
@@ -60,7 +64,13 @@ def build_config(config: Optional[Path], set_: Optional[List[str]], out: Optiona
         "training.max_steps": steps, "training.device": device, "training.seed": seed,
         "data.forecast_backend": forecast_backend, "data.symbols": symbols, **(extra or {}),
     }
-    cfg = load_config(config, set_, updates)
+    try:
+        cfg = load_config(config, set_, updates)
+    except UserError as exc:
+        if steps is None or "training.warmup_steps" not in str(exc):
+            raise
+        # --steps below the configured warmup: shrink the warmup (as below) rather than refuse the flag
+        cfg = load_config(config, set_, {**updates, "training.warmup_steps": max(0, steps // 10)})
     if steps is not None and cfg.training.warmup_steps >= steps:
         cfg.training.warmup_steps = max(0, steps // 10)
     if steps is not None and cfg.training.eval_every > steps:
@@ -99,10 +109,16 @@ def single(
     walk_forward_window: Optional[str] = typer.Option(
         None, "--walk-forward-window", help="Walk-forward training window: expanding (default) or rolling."),
     seeds: Optional[List[int]] = typer.Option(None, "--seeds", help="Train one run per seed: --seeds 0 1 2."),
+    nproc: Optional[int] = NprocOpt,
 ):
     """Train one stock: data -> features -> model -> profit objective -> validation -> test report."""
+    from hftraining.distributed import is_main_process, relaunch
     from hftraining.train_with_profit import print_summary, run_single
 
+    if nproc is not None and nproc > 1:
+        if walk_forward or seeds:
+            raise UserError("--nproc cannot be combined with --walk-forward or --seeds yet")
+        raise typer.Exit(relaunch(STATE["argv"], nproc, device or "auto"))
     if walk_forward or seeds or retrain_every is not None or walk_forward_window is not None:
         _single_variant(stock, resume, walk_forward, retrain_every, walk_forward_window, seeds, seed, quiet, json_,
                         build_config(config, set_, out, source, data_dir, start, end, steps, device, seed,
@@ -114,11 +130,16 @@ def single(
         if not (resume / "config.yaml").is_file():
             raise UserError(f"--resume {resume}: not a run folder (no config.yaml)")
         cfg = load_config(resume / "config.yaml", set_)
+        parts = resume.resolve().parts
+        if "models" in parts:       # the run's own output root, whatever the current directory is
+            cfg.paths.root = str(Path(*parts[: len(parts) - 1 - parts[::-1].index("models")]))
         stock = cfg.data.symbols[0]
     else:
         cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
                            symbols=_symbols([stock]))
     run = run_single(cfg.data.symbols[0] if resume else stock, cfg, resume=resume, progress=not quiet)
+    if not is_main_process():                       # under torchrun rank 0 alone prints
+        return
     print_summary(run)
     if json_:
         emit_json(run.summary)
@@ -448,8 +469,27 @@ ABORTS = _click_errors("Abort") + (typer.Abort,)
 EXITS = _click_errors("Exit") + (typer.Exit,)
 
 
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`PATH: No space left on device (ENOSPC); what to do` for the errors the user can fix."""
+    hint = {errno.ENOSPC: "free some space or choose another output root with --out",
+            errno.EDQUOT: "free some space or choose another output root with --out",
+            errno.EROFS: "the file system is read-only; choose another output root with --out"}.get(
+        exc.errno, "check the permissions, or choose another output root with --out")
+    where = f"{exc.filename}: " if exc.filename else ""
+    return one_line(f"{where}{exc.strerror or os.strerror(exc.errno)} ({errno.errorcode.get(exc.errno, exc.errno)}); "
+                    f"{hint}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    STATE["argv"] = list(argv)                       # `--nproc N` re-runs this command line under torchrun
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     setup_logging(debug)
@@ -458,7 +498,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as exc:
         if debug:
             raise
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {one_line(str(exc))}\n")
+        return 2
+    except OSError as exc:                   # a full disk, a read-only folder: the user's to fix, one line
+        if debug or exc.errno not in WRITE_ERRNOS:
+            raise
+        sys.stderr.write(f"error: {describe_os_error(exc)}\n")
         return 2
     except USAGE_ERRORS as exc:
         if debug:

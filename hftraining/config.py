@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hftraining.errors import UserError
 
@@ -113,7 +113,7 @@ class TrainingConfig(Section):
         "stop", description="On a NaN/inf loss: stop keeping the last good checkpoint, or skip the batch.")
     checkpoint_every: int = Field(100, ge=1, description="Optimizer steps between resumable 'last' checkpoints.")
     finetune_learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate when fine-tuning a base model.")
-    finetune_epochs: int = Field(2, ge=1, description="Passes over one stock's training windows when fine-tuning.")
+    finetune_epochs: int = Field(1, ge=1, description="Passes over one stock's training windows when fine-tuning.")
 
 
 class ProfitConfig(Section):
@@ -145,6 +145,17 @@ class PortfolioRLConfig(Section):
 class PathsConfig(Section):
     root: str = Field("runs", description="Output root: models, tensorboard, reports, data caches.")
     run_name: Optional[str] = Field(None, description="Run name; None = a timestamp plus a random suffix.")
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_is_one_folder(cls, value: Optional[str]) -> Optional[str]:
+        """Refused at load time, before any data is fetched: a run name is one folder name, never a path."""
+        from hftraining.layout import RUN_NAME_PATTERN
+
+        if value is not None and (not RUN_NAME_PATTERN.fullmatch(value) or ".." in value):
+            raise ValueError(f"paths.run_name {value!r} is not allowed: use letters, digits, '_', '.', '-' "
+                             "(no '..' or '/')")
+        return value
 
 
 class Config(Section):

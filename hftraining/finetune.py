@@ -39,13 +39,18 @@ def _get(config: Config, dotted: str):
     return getattr(getattr(config, section), key)
 
 
-def with_schedule(config: Config, steps: int) -> Config:
-    """A copy of `config` whose training schedule (warmup, evaluations, checkpoints) fits `steps` steps."""
+# A fine-tune is short: validate it this many times (at most every training.eval_every steps) so the
+# best-checkpoint choice has a few candidates without paying for an evaluation every few steps.
+FINETUNE_EVALUATIONS = 4
+
+
+def with_schedule(config: Config, steps: int, evaluations: int | None = None) -> Config:
+    """A copy of `config` whose schedule (warmup, evaluations, checkpoints) fits `steps` optimizer steps."""
     cfg = config.model_copy(deep=True)
     t = cfg.training
     t.warmup_steps = min(t.warmup_steps, steps // 10)
     t.max_steps = steps
-    t.eval_every = min(t.eval_every, steps)
+    t.eval_every = min(t.eval_every, steps, math.ceil(steps / evaluations) if evaluations else steps)
     t.checkpoint_every = min(t.checkpoint_every, steps)
     return cfg
 
@@ -189,7 +194,7 @@ def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, 
                     symbol, base_dir.name)
     epochs = epochs if epochs is not None else config.training.finetune_epochs
     n_steps = steps or finetune_steps(epochs, len(splits.train), config.training.batch_size)
-    config = with_schedule(config, n_steps)
+    config = with_schedule(config, n_steps, evaluations=FINETUNE_EVALUATIONS)
     prepared = Prepared(panel, splits, scaler)
 
     run_id = run_id or config.paths.run_name or new_run_id()
@@ -212,6 +217,6 @@ def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, 
     meta = ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
                                 steps_done=result.steps_done, stopped_early=result.stopped_early,
                                 device=result.device, validation=result.best_metrics)
-    base_model = load_model(base_files.config, len(panel.feature_names), base_files.weights, base_dir)
+    base_model = load_model(config, len(panel.feature_names), base_files.weights, base_dir)  # same shape
     return FinetuneRun(symbol, run_id, run_dir, result.best_path, tb_dir, result.model, base_model, result,
                        prepared, config, meta)

@@ -235,7 +235,7 @@ def training_figure(curves: dict[str, tuple], best_step: int | None = None):
     plt = _plt()
     shown = [(tag, title) for tag, title in TRAINING_TAGS if tag in curves]
     fig, axes = plt.subplots(1, len(shown), figsize=(10, 2.8), squeeze=False)
-    for ax, (tag, title) in zip(axes[0], shown):
+    for ax, (tag, title) in zip(axes[0], shown, strict=True):
         steps, values = curves[tag]
         ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, lw=1.2, color=COLORS["model"])
         if best_step is not None and best_step >= 0:
@@ -299,6 +299,8 @@ def _fmt(value, kind: str = "num") -> str:
         return f"{int(value):d}"
     if kind == "num3":
         return f"{value:.4f}"
+    if kind == "plain":
+        return f"{value:.2f}"
     return f"{value:+.2f}"
 
 
@@ -373,7 +375,7 @@ def significance_section(sig: dict | None) -> str:
              f"included; {sig.get('n_bars', '–')} bars). DSR tests against SR0 = {_fmt(dsr.get('sr0'))}, the "
              f"Sharpe the best of {dsr.get('n_trials', '–')} worthless trials would show by luck "
              f"({html.escape(str(dsr.get('variance_source', '')))}; trial Sharpe std "
-             f"{_fmt(dsr.get('trial_sharpe_std'))}). Interval: {html.escape(str(boot.get('method', '')))}, "
+             f"{_fmt(dsr.get('trial_sharpe_std'), 'plain')}). Interval: {html.escape(str(boot.get('method', '')))}, "
              f"{boot.get('n_boot', '–')} resamples, mean block {boot.get('mean_block', '–')} bars, seeded.")
     return f'<div class="grid">{stats}</div><p class="small">{notes}</p>'
 
@@ -404,7 +406,7 @@ def _banners(summary: dict, meta: dict) -> str:
         where = "; ".join(html.escape(x) for x in summary.get("overlap", []))
         out.append(f'<div class="banner insample">IN SAMPLE: the tested dates overlap the dates this model '
                    f'was trained or selected on ({where}). Treat every number as optimistic.</div>')
-    for symbol, info in (meta.get("forecast") or {}).items():
+    for symbol, info in (summary.get("forecast") or meta.get("forecast") or {}).items():
         if info.get("fallback_reason"):
             out.append(f'<div class="banner note">{html.escape(symbol)}: forecaster requested '
                        f'{html.escape(str(info.get("requested")))}, used {html.escape(str(info.get("backend")))} '
@@ -502,13 +504,15 @@ def render_report(report_dir: Path, run_dir: Path | None = None, tensorboard_dir
     is_backtest = first.get("kind") == "backtest"
     title = (f"Backtest {first.get('backtest_id', '')}" if is_backtest
              else f"Run {meta.get('run_id', first.get('run_id', report_dir.name))}")
-    symbols = ", ".join(meta.get("symbols", [])) or str(first.get("symbol", ""))
+    symbols = str(first.get("symbol", "")) if is_backtest else ", ".join(meta.get("symbols", []))
+    subtitle = ("net profit of a trained model over chosen dates vs baselines" if is_backtest
+                else "out-of-sample (test range) net profit vs baselines")
     curves = training_curves(tensorboard_dir or _tensorboard_dir(run_dir, meta), meta.get("history"))
     training = (_img(figure_png(training_figure(curves, meta.get("best_step"))), "training curves") if curves
                 else '<p class="small">No training curves found (no TensorBoard events or history).</p>')
     body = [f"<h1>{html.escape(title)} — {html.escape(symbols)}</h1>",
-            (f'<p class="sub">hftraining report: out-of-sample net profit vs baselines, significance and '
-            f'provenance. {"Model run: " + html.escape(str(run_dir)) if is_backtest else ""}</p>'),
+            (f'<p class="sub">hftraining report: {subtitle}, significance and provenance.'
+             f'{" Model run: " + html.escape(str(run_dir)) if is_backtest else ""}</p>'),
             _banners(first, meta)]
     for prefix, summary in summaries:
         if is_backtest:

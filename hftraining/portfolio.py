@@ -11,6 +11,7 @@ episodes [B, P] rebalance bars -> weights [B, P, M] and period growth [B, P, A] 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from hftraining.trainer import TrainingDiverged, _improved, learning_rate_at, re
 log = logging.getLogger("hftraining")
 
 CASH = "CASH"
+CASH_PRIOR = 0.02   # share of cash in the untrained policy
 TABLE_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "win_rate", "trade_count", "rebal_turnover"]
 
 
@@ -49,7 +51,8 @@ class PortfolioPolicy(nn.Module):
     Each asset's window goes through the shared causal encoder (the same AllocationTransformer a
     base run trains, so its weights can be copied in); the last step's state of each asset is read
     next to the mean over assets, giving one logit per asset plus a learned per-asset bias, and a cash
-    logit from the pooled state. Heads start at zero: the untrained policy holds 1/M of everything.
+    logit from the pooled state. The untrained policy is the equal-weight book with CASH_PRIOR in
+    cash (asset heads at zero, the cash bias set to match), so training learns tilts away from 1/N.
     """
 
     def __init__(self, n_features: int, n_assets: int, context_length: int, horizon: int,
@@ -66,6 +69,8 @@ class PortfolioPolicy(nn.Module):
             if head is not None:
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
+        if self.cash_head is not None:   # softmax weight of cash = CASH_PRIOR when every logit else is 0
+            nn.init.constant_(self.cash_head.bias, math.log(n_assets * CASH_PRIOR / (1.0 - CASH_PRIOR)))
 
     @property
     def context_length(self) -> int:
@@ -234,6 +239,7 @@ def fit_policy(policy: PortfolioPolicy, data: PairStockDataset, config: Config, 
     device = data.device
     total = pcfg.max_steps
     warmup = min(tcfg.warmup_steps, total // 10)
+    eval_every = max(1, min(tcfg.eval_every, total // 4))     # at least four validation points to choose from
     optimizer = torch.optim.AdamW(policy.parameters(), lr=pcfg.learning_rate, weight_decay=tcfg.weight_decay)
     generator = torch.Generator().manual_seed(tcfg.seed)
     cost = config.profit.transaction_cost_bps / 1e4
@@ -269,7 +275,7 @@ def fit_policy(policy: PortfolioPolicy, data: PairStockDataset, config: Config, 
                 bar.update(step, loss=loss.item())
             else:
                 bar.update(step)
-            if step % tcfg.eval_every == 0 or step == total:
+            if step % eval_every == 0 or step == total:
                 ev = evaluate_policy(policy, data, data.splits.val, config)
                 metrics = ev.sim.metrics
                 log_evaluation(logger, step, ev, data.symbols)

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Optional
 
 from hftraining import checkpoint as ckpt
+from hftraining import distributed
 from hftraining.backtest import evaluate_and_report, significance_line
 from hftraining.config import Config
 from hftraining.data.panel import Panel, Scaler, Splits, build_panel, make_splits
+from hftraining.errors import UserError
 from hftraining.evaluation import predict_positions
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
 from hftraining.report import format_table
@@ -33,7 +35,17 @@ class Prepared:
     scaler: Scaler
 
 
+def warn_on_cost_mismatch(config: Config) -> None:
+    """Training and evaluation should charge the same cost per unit of turnover (invariant 4)."""
+    evaluated = (config.tracker.commission + config.tracker.slippage) * 1e4
+    if abs(evaluated - config.profit.transaction_cost_bps) > 1e-9:
+        log.warning("training charges profit.transaction_cost_bps=%g bps per unit turnover but evaluation "
+                    "charges tracker.commission + tracker.slippage = %g bps; set them equal unless intended",
+                    config.profit.transaction_cost_bps, evaluated)
+
+
 def prepare(symbols: list[str], config: Config, progress: bool = True) -> Prepared:
+    warn_on_cost_mismatch(config)
     panel = build_panel(symbols, config, Path(config.paths.root), progress=progress)
     splits = make_splits(panel.n_time, config)
     return Prepared(panel, splits, Scaler.fit(panel, splits.train))
@@ -92,21 +104,43 @@ class SingleRun:
 
 def run_single(symbol: str, config: Config, resume: Optional[Path] = None, progress: bool = True,
                on_step=None) -> SingleRun:
-    """Train, select on validation, evaluate on test; the whole `hftrain single` job."""
+    """Train, select on validation, evaluate on test; the whole `hftrain single` job.
+
+    Under torchrun every rank trains its slice of each batch (hftraining.distributed); rank 0 alone
+    writes the run folder, TensorBoard and the report, and only its SingleRun carries test/summary.
+    """
+    device = resolve_device(config.training.device)    # fail before loading data on a bad device
+    with distributed.session(device) as ctx:
+        return _run_single(symbol, config, resume, progress and ctx.is_main, on_step, ctx)
+
+
+def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: bool, on_step,
+                ctx: distributed.Context) -> SingleRun:
     symbol = normalize_symbol(symbol)
     layout = Layout.at(config.paths.root)
     layout.ensure_writable()
-    resolve_device(config.training.device)             # fail before loading data on a bad device
     if resume is not None:
         run_dir = Path(resume).resolve()
         meta = ckpt.read_json(run_dir / ckpt.METADATA)
         run_id = meta["run_id"]
-    prepared = prepare([symbol], config, progress=progress)
+    prepared = distributed.main_first(lambda: prepare([symbol], config, progress=progress))
     if resume is None:
-        run_id = config.paths.run_name or new_run_id()
-        run_dir = claim_run_dir(layout.finetuned_model(symbol, run_id))
-        meta = run_metadata("single", run_id, config, prepared)
-        ckpt.save_run_files(run_dir, config, prepared.scaler, meta)
+        run_id = distributed.broadcast(config.paths.run_name or new_run_id())
+        tcfg = config.training
+        meta = run_metadata("single", run_id, config, prepared, world_size=ctx.world_size,
+                            global_batch_size=tcfg.batch_size * tcfg.grad_accum_steps * ctx.world_size)
+
+        def claim() -> Path:
+            folder = claim_run_dir(layout.finetuned_model(symbol, run_id))
+            try:                    # reports/<run> is shared by every symbol: a reused run name must not overwrite it
+                claim_run_dir(layout.report(run_id))
+            except UserError:
+                folder.rmdir()
+                raise
+            ckpt.save_run_files(folder, config, prepared.scaler, meta)
+            return folder
+
+        run_dir = distributed.on_main(claim)
     tb_dir = layout.tensorboard("finetuned", run_id, [symbol])
     job = TrainingJob(config=config, panel=prepared.panel, splits=prepared.splits, scaler=prepared.scaler,
                       run_dir=run_dir, tensorboard_dir=tb_dir, kind=f"single {symbol}",
@@ -114,6 +148,8 @@ def run_single(symbol: str, config: Config, resume: Optional[Path] = None, progr
                       metadata=meta, resume=resume is not None, progress=progress, on_step=on_step)
     result = fit(job)
     report_dir = layout.report(run_id)
+    if not ctx.is_main:                                 # rank 0 writes the report
+        return SingleRun(result.model, run_dir, result.best_path, report_dir, tb_dir, result, {}, {})
     info = {"run_id": run_id, "run_dir": str(run_dir), "best_step": result.best_step,
             "forecast_backend": prepared.panel.forecast.get(symbol, {}).get("backend", "none"),
             "synthetic": meta.get("synthetic", False),
@@ -122,7 +158,7 @@ def run_single(symbol: str, config: Config, resume: Optional[Path] = None, progr
     ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
                          stopped_early=result.stopped_early, device=result.device, report_dir=str(report_dir),
                          validation=result.best_metrics, test=test["model"], tensorboard_dir=str(tb_dir),
-                         history=result.history)
+                         history=result.history, nan_skipped=result.nan_skipped)
     register_trial(config.paths.root, run_id, "single", [symbol], result.best_metrics.get("sharpe_ratio"),
                    test["model"].get("sharpe_ratio"), run_dir=str(run_dir))
     from hftraining.tensorboard_log import RunLogger

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from hftraining import checkpoint as ckpt
+from hftraining import distributed
 from hftraining.config import Config
 from hftraining.data.panel import Panel, Scaler, Splits, window_ends
 from hftraining.errors import UserError
@@ -97,8 +98,10 @@ class Batches:
         self.generator = generator
         self.last_bar = x.shape[0] - 1
 
-    def sample(self, batch_size: int) -> torch.Tensor:
-        index = torch.randint(len(self.ends), (batch_size,), generator=self.generator)
+    def sample(self, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """`batch_size` windows; under DDP every rank draws the same global batch and keeps its own slice."""
+        index = torch.randint(len(self.ends), (batch_size * world_size,), generator=self.generator)
+        index = index[rank * batch_size:(rank + 1) * batch_size]
         return self.ends[index.to(self.ends.device)]
 
     def gather(self, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,6 +110,51 @@ class Batches:
         symbol = ends[:, 1:2]
         future = (t_idx[..., None] + self.horizon_steps).clamp(max=self.last_bar)
         return self.x[t_idx, symbol], self.returns[t_idx, symbol], self.returns[future, symbol[..., None]]
+
+
+class StepGuard:
+    """Keeps a NaN/inf loss away from the weights without a host sync per step on the GPU.
+
+    On CPU reading a flag costs nothing, so `allows_step` checks every step on the host (the loop then
+    skips or stops, as it always did). On CUDA that read would stall the GPU each step, so the flag
+    stays on the device and reaches the fused AdamW as `found_inf`: its kernel then leaves the
+    weights, both moments and the step count untouched. Under nan_policy=stop the flag latches, so no
+    later step moves the weights either. `collect` (at logging, evaluation and checkpoint steps) reads
+    what happened once. Under DDP the flag is all-reduced, so every rank skips the same steps.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, policy: str,
+                 on_device: Optional[bool] = None):
+        self.optimizer, self.policy = optimizer, policy
+        self.on_device = device.type == "cuda" if on_device is None else on_device
+        if self.on_device and not all(g.get("fused") for g in optimizer.param_groups):
+            raise ValueError("the on-device NaN guard needs a fused optimizer (found_inf support)")
+        self.bad = torch.zeros((), device=device)              # non-finite steps not yet collected
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.latched = torch.zeros((), device=device)
+
+    def allows_step(self, loss: torch.Tensor, step: int) -> bool:
+        """False when the host must skip this step; on the device path always True (the kernel skips)."""
+        flag = distributed.any_rank((~torch.isfinite(loss)).float())
+        if not self.on_device:
+            return not bool(flag)
+        self.bad += flag
+        self.first_bad = torch.where((self.first_bad < 0) & (flag > 0), step + 1, self.first_bad)
+        if self.policy == "stop":
+            self.latched = torch.maximum(self.latched, flag)
+            flag = self.latched
+        self.optimizer.found_inf = flag
+        return True
+
+    def collect(self) -> tuple[int, int]:
+        """(non-finite steps since the last call, the first one's step number or -1); one host sync."""
+        if not self.on_device:
+            return 0, -1
+        count, first = int(self.bad), int(self.first_bad)
+        self.bad.zero_()
+        if self.policy != "stop":
+            self.first_bad.fill_(-1)
+        return count, first
 
 
 def _device_tensors(job: TrainingJob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +197,8 @@ def _improved(metric: str, value: float, best: Optional[float]) -> bool:
 def fit(job: TrainingJob) -> FitResult:
     cfg = job.config
     tcfg = cfg.training
-    device = resolve_device(tcfg.device)
+    ctx = distributed.require_session(f"hftrain {job.kind.split()[0]}")
+    device = distributed.rank_device(resolve_device(tcfg.device), ctx)
     torch.manual_seed(tcfg.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -168,13 +217,15 @@ def fit(job: TrainingJob) -> FitResult:
         state.update(ckpt.load_training_state(job.run_dir, model, optimizer, generator))
         log.info("resuming %s at step %d", job.run_dir, state["step"])
 
-    forward = torch.compile(model) if tcfg.compile else model
+    ddp = distributed.wrap(model, device, ctx)           # the model itself in a single process
+    forward = torch.compile(ddp) if tcfg.compile else ddp
+    guard = StepGuard(optimizer, device, tcfg.nan_policy)
     x, returns = _device_tensors(job, device)
     batches = Batches(x, returns, window_ends(job.splits.train, len(job.panel.symbols)),
                       cfg.data.context_length, cfg.data.horizon, generator)
     cost = cfg.profit.transaction_cost_bps / 1e4
     amp = tcfg.amp and device.type == "cuda"
-    logger = RunLogger(job.tensorboard_dir, purge_step=state["step"] if job.resume else None)
+    logger = RunLogger(job.tensorboard_dir, purge_step=state["step"] + 1 if job.resume else None, enabled=ctx.is_main)
     if not job.resume:
         logger.text("metadata/forecast_backend", _forecast_summary(job.panel), 0)
         logger.text("metadata/data", "; ".join(f"{s}: {o}" for s, o in job.panel.data_origin.items()), 0)
@@ -191,19 +242,20 @@ def fit(job: TrainingJob) -> FitResult:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=device)
-            for _ in range(tcfg.grad_accum_steps):
-                xb, rb, future = batches.gather(batches.sample(tcfg.batch_size))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = forward(xb)
-                parts = profit_objective(out.positions.float(), rb, cost, cfg.profit.sharpe_weight,
-                                         cfg.profit.risk_penalty)
-                loss = parts.loss
-                if out.aux is not None:
-                    loss = loss + cfg.model.aux_weight * aux_loss(out.aux.float(), future)
-                (loss / tcfg.grad_accum_steps).backward()
+            for micro in range(tcfg.grad_accum_steps):
+                xb, rb, future = batches.gather(batches.sample(tcfg.batch_size, ctx.rank, ctx.world_size))
+                with distributed.accumulating(ddp, micro == tcfg.grad_accum_steps - 1):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                        out = forward(xb)
+                    parts = profit_objective(out.positions.float(), rb, cost, cfg.profit.sharpe_weight,
+                                             cfg.profit.risk_penalty)
+                    loss = parts.loss
+                    if out.aux is not None:
+                        loss = loss + cfg.model.aux_weight * aux_loss(out.aux.float(), future)
+                    (loss / tcfg.grad_accum_steps).backward()
                 loss_sum += loss.detach()
             mean_loss = loss_sum / tcfg.grad_accum_steps
-            if not bool(torch.isfinite(mean_loss)):      # the one per-step sync: NaN must never reach the weights
+            if not guard.allows_step(mean_loss, step):  # NaN must never reach the weights (CUDA: checked on device)
                 optimizer.zero_grad(set_to_none=True)
                 if tcfg.nan_policy == "stop":
                     raise TrainingDiverged(
@@ -211,23 +263,33 @@ def fit(job: TrainingJob) -> FitResult:
                         f"is kept in {job.run_dir} (lower training.learning_rate, or set training.nan_policy=skip)")
                 state["nan_skipped"] += 1
                 log.warning("step %d: NaN/inf loss, batch skipped (%d so far)", step + 1, state["nan_skipped"])
-                step += 1
-                continue
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            else:                                       # a skipped step still evaluates and checkpoints on time
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             step += 1
             if job.on_step is not None:
                 job.on_step(step)
+            evaluating = step % tcfg.eval_every == 0 or step == job.max_steps
+            if guard.on_device and (evaluating or step % tcfg.log_every == 0 or step % tcfg.checkpoint_every == 0):
+                skipped, first_bad = guard.collect()     # the device path's only host sync
+                if skipped and tcfg.nan_policy == "stop":
+                    raise TrainingDiverged(
+                        f"training loss became NaN/inf at step {first_bad}; stopped, the last good checkpoint "
+                        f"is kept in {job.run_dir} (lower training.learning_rate, or set training.nan_policy=skip)")
+                if skipped:
+                    state["nan_skipped"] += skipped
+                    log.warning("step %d: %d NaN/inf batches skipped since the last check (%d so far)", step,
+                                skipped, state["nan_skipped"])
             if step % tcfg.log_every == 0 or step == job.max_steps:
-                loss_value = mean_loss.item()
+                loss_value = distributed.mean(mean_loss).item()
                 logger.scalar("train/loss", loss_value, step)
                 logger.scalar("train/learning_rate", lr, step)
                 progress.update(step, loss=loss_value)
             else:
                 progress.update(step)
 
-            if step % tcfg.eval_every == 0 or step == job.max_steps:
+            if evaluating and ctx.is_main:             # rank 0 evaluates; the others wait for its verdict
                 metrics, per_symbol, extra = evaluate(model, job, x, returns, job.splits.val)
                 logger.evaluation(step, metrics, per_symbol, extra["loss"], extra["simulations"])
                 progress.update(step, sharpe=metrics["sharpe_ratio"])
@@ -242,7 +304,9 @@ def fit(job: TrainingJob) -> FitResult:
                     stopped_early = True
                     log.info("early stop at step %d: validation %s has not improved for %d evaluations",
                              step, tcfg.selection_metric, state["bad_evals"])
-            if step % tcfg.checkpoint_every == 0 or step == job.max_steps or stopped_early:
+            if evaluating:
+                stopped_early = distributed.broadcast(stopped_early)
+            if (step % tcfg.checkpoint_every == 0 or step == job.max_steps or stopped_early) and ctx.is_main:
                 state["step"] = step
                 ckpt.save_training_state(job.run_dir, model, optimizer, generator, state)
             if stopped_early:
@@ -251,9 +315,14 @@ def fit(job: TrainingJob) -> FitResult:
         progress.stop()
         logger.close()
 
-    if not best_path.exists():          # every step skipped: keep the current weights rather than nothing
-        ckpt.save_tensors(best_path, model.state_dict())
-    ckpt.load_weights(model, ckpt.load_tensors(best_path), best_path)
+    if ctx.is_main:
+        if not best_path.exists():          # every step skipped: keep the current weights rather than nothing
+            ckpt.save_tensors(best_path, model.state_dict())
+        ckpt.load_weights(model, ckpt.load_tensors(best_path), best_path)
+    if ctx.enabled:                         # every rank ends with rank 0's selected model and its record
+        distributed.broadcast_module(model)
+        picked = distributed.broadcast({k: state[k] for k in ("best_step", "best_metrics", "history")})
+        state.update(picked)
     model.eval()
     return FitResult(model=model, best_path=best_path, best_step=state["best_step"],
                      best_metrics=state["best_metrics"], steps_done=step, stopped_early=stopped_early,

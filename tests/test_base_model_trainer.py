@@ -237,6 +237,8 @@ def test_helpers():
     assert finetune_steps(2, 100, 64) == 4 and finetune_steps(1, 1, 64) == 1
     cfg = with_schedule(load_config(TINY), 5)
     assert (cfg.training.max_steps, cfg.training.eval_every, cfg.training.warmup_steps) == (5, 5, 0)
+    cfg = with_schedule(load_config(TINY, ["training.eval_every=100"]), 213, evaluations=4)
+    assert (cfg.training.eval_every, cfg.training.warmup_steps) == (54, 2)
     assert parse_groups(["AAPL,MSFT", "googl,tsla xom,jpm,bac"]) == [["AAPL", "MSFT"], ["GOOGL", "TSLA"],
                                                                     ["XOM", "JPM", "BAC"]]
     with pytest.raises(UserError, match="at least two"):

@@ -85,7 +85,8 @@ def test_page_has_every_section_and_is_self_contained(page):
     page = page.read_text()
     for text in ["SYNTHETIC DATA", "Net performance vs baselines", "Buy &amp; hold", "TS momentum", "PSR",
                  "Deflated Sharpe", "Bootstrap 95% interval", "Cost sensitivity", "Break-even cost",
-                 "Equity and drawdown", "Against the best baseline", "Positions", "Monthly returns", "Training", "Provenance",
+                 "Equity and drawdown", "Against the best baseline", "Positions", "Monthly returns", "Training",
+                 "Provenance",
                  "requested toto, used statistical (no CUDA)", "transaction_cost_bps"]:
         assert text in page, text
     assert "IN SAMPLE" not in page

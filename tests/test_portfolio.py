@@ -16,7 +16,7 @@ from hftraining.config import Config, load_config
 from hftraining.data.panel import Scaler, assemble_panel, make_splits, symbol_frame
 from hftraining.errors import UserError
 from hftraining.model import build_model
-from hftraining.portfolio import (PortfolioPolicy, horizon_net_returns, load_base_encoder, portfolio_loss,
+from hftraining.portfolio import (CASH_PRIOR, PortfolioPolicy, horizon_net_returns, load_base_encoder, portfolio_loss,
                                   run_prepared)
 from hftraining.portfolio_sim import (min_variance_targets, min_variance_weights, period_returns,
                                       project_simplex, simulate_portfolio)
@@ -59,11 +59,14 @@ def test_weights_are_on_the_simplex(include_cash):
     assert w.std(dim=0).sum() > 0               # depends on the windows
 
 
-def test_untrained_policy_holds_equal_weights_and_each_row_uses_its_own_window():
+def test_untrained_policy_is_equal_weight_and_each_row_uses_its_own_window():
     policy = PortfolioPolicy(4, 2, 6, 2, Config().model, include_cash=True)
     policy.eval()
     x = torch.randn(5, 6, 2, 4)
-    torch.testing.assert_close(policy(x), torch.full((5, 3), 1 / 3))
+    start = torch.tensor([(1 - CASH_PRIOR) / 2, (1 - CASH_PRIOR) / 2, CASH_PRIOR]).expand(5, 3)
+    torch.testing.assert_close(policy(x), start)
+    no_cash = PortfolioPolicy(4, 2, 6, 2, Config().model, include_cash=False).eval()
+    torch.testing.assert_close(no_cash(x), torch.full((5, 2), 0.5))
     with torch.no_grad():
         policy.asset_head.weight.normal_(0, 1.0)
     before = policy(x)
@@ -188,7 +191,7 @@ def generated_bars(log_returns: np.ndarray, seed: int) -> pd.DataFrame:
 def test_policy_learns_a_planted_edge_out_of_sample(tmp_path):
     cfg = tiny_config(tmp_path, max_steps=200, batch_size=16, learning_rate=3e-3, episode_rebalances=4)
     cfg.training.eval_every = 50
-    rng = np.random.default_rng(0)                  # seeds 0-5 tried: test-range EDGE weight >= 0.76 (mean 0.86)
+    rng = np.random.default_rng(0)                  # seeds 0-5 tried: test-range EDGE weight >= 0.75 (mean 0.87)
     n = 1500
     edge = {"EDGE": 0.003, "FLAT": 0.0}             # daily drift (annual Sharpe ~4.8 vs 0); same volatility
     frames = {s: symbol_frame(s, generated_bars(rng.normal(mu, 0.01, n), i), cfg, None, False)[0]

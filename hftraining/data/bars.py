@@ -105,6 +105,12 @@ def _validate_values(bars: pd.DataFrame, symbol: str, where: str) -> None:
         raise UserError(
             f"{where}: {symbol}: missing {columns} on {date:%Y-%m-%d} ({int(missing.sum())} rows with "
             "missing values); fix or remove those rows (bars are never forward-filled)")
+    infinite = np.isinf(bars[COLUMNS].to_numpy()).any(axis=1)
+    if infinite.any():
+        date = bars.index[int(np.flatnonzero(infinite)[0])]
+        columns = ", ".join(c for c in COLUMNS if np.isinf(bars.at[date, c]))
+        raise UserError(f"{where}: {symbol}: infinite {columns} on {date:%Y-%m-%d} ({int(infinite.sum())} rows); "
+                        "every value must be a finite number")
     not_positive = (bars[PRICE_COLUMNS] <= 0).any(axis=1)
     if not_positive.any():
         raise UserError(

@@ -72,7 +72,8 @@ def symbol_frame(symbol: str, bars: pd.DataFrame, config: Config, forecast_cache
     return pd.concat([features, prices], axis=1), info
 
 
-def assemble_panel(frames: dict[str, pd.DataFrame], min_bars: int = 0) -> Panel:
+def assemble_panel(frames: dict[str, pd.DataFrame], min_bars: int = 0,
+                   origins: Optional[dict[str, str]] = None) -> Panel:
     """Join per-symbol frames on common dates and drop rows where any feature is still warming up."""
     symbols = list(frames)
     feature_names = [c for c in next(iter(frames.values())).columns if not c.startswith("px_")]
@@ -81,8 +82,9 @@ def assemble_panel(frames: dict[str, pd.DataFrame], min_bars: int = 0) -> Panel:
         valid = frame.index[frame[feature_names].notna().all(axis=1).to_numpy()]
         common = valid if common is None else common.intersection(valid)
         if len(valid) < min_bars:
+            where = f"{origins[symbol]}: " if origins and origins.get(symbol) else ""
             raise UserError(
-                f"{symbol}: only {len(valid)} bars with complete features, need at least {min_bars} "
+                f"{where}{symbol}: only {len(valid)} bars with complete features, need at least {min_bars} "
                 f"(context + horizon + embargoes + split sizes); load more history or shrink data.context_length")
     if len(common) < min_bars:
         raise UserError(
@@ -113,7 +115,8 @@ def build_panel(symbols: list[str], config: Config, root: Path, progress: bool =
         origin[symbol] = bars.attrs.get("origin", "")
         source[symbol] = bars.attrs.get("source", "")
         frames[symbol], forecast[symbol] = symbol_frame(symbol, bars, config, layout.forecast_cache, progress)
-    panel = assemble_panel(frames, min_bars=min_bars if min_bars is not None else required_bars(config))
+    panel = assemble_panel(frames, min_bars=min_bars if min_bars is not None else required_bars(config),
+                           origins=origin)
     panel.data_origin, panel.data_source, panel.forecast = origin, source, forecast
     return panel
 

@@ -1,0 +1,137 @@
+"""Data parallelism (hftraining.distributed) and the trainer's sync-free NaN guard.
+
+The end-to-end test launches `hftrain single --nproc 2` (torchrun, two gloo ranks on CPU) and checks
+that it trains the same model as one process with the doubled batch, and that rank 0 alone writes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hftraining import distributed
+from hftraining.cli import main
+from hftraining.errors import UserError
+from hftraining.trainer import Batches, StepGuard
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+
+
+def _single_args(out: Path, batch: int) -> list[str]:
+    return ["single", "--stock", "DEMO", "--config", TINY, "--set", "data.forecast_backend=none",
+            "--set", f"training.batch_size={batch}", "--steps", "10", "--device", "cpu", "--seed", "3",
+            "--set", "paths.run_name=r", "--out", str(out), "--json", "-q"]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path, capsys):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run([sys.executable, "-m", "hftraining", *_single_args(tmp_path / "ddp", 8),
+                               "--nproc", "2"], capture_output=True, text=True, env=env, timeout=240)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    json_lines = [line for line in launched.stdout.splitlines() if line.startswith("{")]
+    assert len(json_lines) == 1                                      # rank 0 alone prints
+    ddp = json.loads(json_lines[0])
+    assert main(_single_args(tmp_path / "one", 16)) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    ddp_dir, one_dir = Path(ddp["run_dir"]), Path(one["run_dir"])
+    assert [p.name for p in ddp_dir.parent.iterdir()] == ["r"]       # one run folder, written once
+    meta = json.loads((ddp_dir / "metadata.json").read_text())
+    assert meta["world_size"] == 2 and meta["global_batch_size"] == 16 and meta["status"] == "completed"
+    a = load_file(ddp_dir / "last" / "state.safetensors")
+    b = load_file(one_dir / "last" / "state.safetensors")
+    for key in (k for k in b if k.startswith("model.")):
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+    assert ddp["best_step"] == one["best_step"]
+    for key in ("sharpe_ratio", "total_return"):
+        assert ddp["validation"][key] == pytest.approx(one["validation"][key], rel=1e-3, abs=1e-6)
+    pos_ddp = pd.read_csv(Path(ddp["report_dir"]) / "test_returns.csv")["position"].to_numpy()
+    pos_one = pd.read_csv(Path(one["report_dir"]) / "test_returns.csv")["position"].to_numpy()
+    np.testing.assert_allclose(pos_ddp, pos_one, atol=1e-4)
+
+
+def test_ranks_slice_one_global_batch():
+    x = torch.zeros(50, 3, 2)
+    ends = np.array([[t, s] for t in range(10, 50) for s in range(3)])
+
+    def draw(batch, rank, world):
+        return Batches(x, x[..., 0], ends, 4, 2, torch.Generator().manual_seed(5)).sample(batch, rank, world)
+
+    whole = draw(16, 0, 1)
+    assert torch.equal(torch.cat([draw(8, 0, 2), draw(8, 1, 2)]), whole)
+    assert torch.equal(draw(16, 0, 1), Batches(x, x[..., 0], ends, 4, 2, torch.Generator().manual_seed(5)).sample(16))
+
+
+def _adamw(policy: str):
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(6))
+    optimizer = torch.optim.AdamW([param], lr=0.1, weight_decay=0.1, fused=True)   # fused: found_inf support
+    return param, optimizer, StepGuard(optimizer, torch.device("cpu"), policy, on_device=True)
+
+
+def _state(param, optimizer):
+    return [param.detach().clone()] + [v.clone() for v in optimizer.state[param].values()]
+
+
+def _step(param, optimizer, guard, loss_value, step):
+    param.grad = torch.full_like(param, loss_value) if not np.isfinite(loss_value) else torch.randn(6)
+    assert guard.allows_step(torch.tensor(loss_value), step)        # the device path never asks the host
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def test_device_nan_guard_skips_the_whole_update():
+    param, optimizer, guard = _adamw("skip")
+    _step(param, optimizer, guard, 1.0, 0)
+    before = _state(param, optimizer)
+    _step(param, optimizer, guard, float("nan"), 1)                 # weights, moments and step count untouched
+    assert all(torch.equal(a, b) for a, b in zip(before, _state(param, optimizer)))
+    _step(param, optimizer, guard, 2.0, 2)                          # the next finite batch trains again
+    assert not torch.equal(before[0], param.detach())
+    assert int(optimizer.state[param]["step"]) == 2
+    assert guard.collect() == (1, 2) and guard.collect() == (0, -1)
+
+
+def test_device_nan_guard_stop_policy_freezes_until_checked():
+    param, optimizer, guard = _adamw("stop")
+    _step(param, optimizer, guard, 1.0, 0)
+    before = _state(param, optimizer)
+    _step(param, optimizer, guard, float("inf"), 1)
+    _step(param, optimizer, guard, 1.0, 2)                          # latched: nothing moves after the first NaN
+    assert all(torch.equal(a, b) for a, b in zip(before, _state(param, optimizer)))
+    assert guard.collect() == (1, 2)
+
+
+def test_torchrun_command_drops_nproc():
+    command = distributed.torchrun_command(["single", "--nproc", "2", "--stock", "X", "--nproc=3", "--json"], 2)
+    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "hftraining", "single", "--stock", "X", "--json"]
+
+
+def test_without_torchrun_everything_is_single_process():
+    ctx = distributed.require_session()
+    assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.enabled) == (0, 1, True, False)
+    assert distributed.broadcast({"a": 1}) == {"a": 1}
+    assert distributed.on_main(lambda: 7) == 7
+    module = torch.nn.Linear(2, 2)
+    assert distributed.wrap(module, torch.device("cpu"), ctx) is module
+
+
+def test_a_command_that_did_not_join_the_group_refuses_to_train(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="does not run under torchrun"):
+        distributed.require_session("hftrain base")
+
+
+def test_nproc_cannot_combine_with_walk_forward(capsys):
+    assert main(["single", "--stock", "DEMO", "--walk-forward", "--nproc", "2"]) == 2
+    assert "--nproc cannot be combined" in capsys.readouterr().err
