@@ -303,7 +303,7 @@ class BaseModelTrainer:
 
 def default_pairs(symbols: list[str]) -> list[list[str]]:
     """Consecutive pairs of the base stocks: (AAPL, GOOGL), (MSFT, TSLA), ..."""
-    return [list(p) for p in zip(symbols[0::2], symbols[1::2])]
+    return [list(p) for p in zip(symbols[0::2], symbols[1::2], strict=False)]   # an odd one out sits out
 
 
 def parse_groups(values: list[str]) -> list[list[str]]:

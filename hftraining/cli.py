@@ -177,6 +177,9 @@ def forecast(
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
     end: Optional[str] = EndOpt, device: Optional[str] = DeviceOpt, json_: bool = JsonOpt,
+    shard: Optional[str] = typer.Option(
+        None, "--shard", help="Only shard i of n of the symbols (i/n, e.g. 0/4; default under torchrun: "
+                              "RANK/WORLD_SIZE), to spread them over GPUs or machines sharing --out."),
 ):
     """Precompute forecast features into the cache and report windows, seconds and cache hits."""
     from hftraining.forecast_command import run_forecast
@@ -191,7 +194,7 @@ def forecast(
         extra[f"data.{chosen}_device"] = device
     cfg = build_config(config, set_, out, source, data_dir, start, end, None, None, None, chosen,
                        symbols=_symbols(stocks), extra=extra)
-    summary = run_forecast(cfg)
+    summary = run_forecast(cfg, shard=shard)
     if json_:
         emit_json(summary)
 

@@ -54,6 +54,11 @@ class RunLogger:
     def progress(self, total: int, enabled: bool, description: str) -> "Progress":
         return Progress(total, enabled and self.enabled, description)
 
+    def flush(self) -> None:
+        """Hand buffered events to the OS (a checkpoint must never claim steps the event file lacks)."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()

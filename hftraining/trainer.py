@@ -308,6 +308,7 @@ def fit(job: TrainingJob) -> FitResult:
                 stopped_early = distributed.broadcast(stopped_early)
             if (step % tcfg.checkpoint_every == 0 or step == job.max_steps or stopped_early) and ctx.is_main:
                 state["step"] = step
+                logger.flush()                          # TensorBoard holds every step the checkpoint claims
                 ckpt.save_training_state(job.run_dir, model, optimizer, generator, state)
             if stopped_early:
                 break

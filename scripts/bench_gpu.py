@@ -22,43 +22,17 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(SCRIPTS.parent), str(SCRIPTS)]  # run from a checkout without installing
 
-import torch
-from bench_train import bench_config, machine_info, prepare_data, time_trainer
+import torch  # noqa: E402
+from bench_train import bench_config, machine_info, prepare_data, time_trainer  # noqa: E402
 
-from hftraining.atomic import write_json
-from hftraining.model import build_model, count_parameters
+from hftraining.atomic import write_json  # noqa: E402
+from hftraining.model import build_model, count_parameters  # noqa: E402
 
 H100_BF16_DENSE = 989e12
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(SCRIPTS.parent / "configs" / "large.yaml"))
-    parser.add_argument("--peak-flops", type=float, default=H100_BF16_DENSE,
-                        help="peak dense bf16 FLOP/s of the GPU (default 989e12: H100/H200 SXM)")
-    parser.add_argument("--steps", type=int, default=200, help="timed optimizer steps per variant")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
-    parser.add_argument("--batch-size", type=int, default=None, help="windows per step (default: the config's)")
-    parser.add_argument("--symbols", type=int, default=8, help="synthetic symbols in the panel")
-    parser.add_argument("--variants", default="eager,compile", help="comma list of eager, compile")
-    parser.add_argument("--smoke", action="store_true", help="tiny config on CPU, a few steps (for tests)")
-    parser.add_argument("--out", default=str(SCRIPTS.parent / "runs"), help="JSON goes to <out>/bench/bench_gpu.json")
-    args = parser.parse_args(argv)
-
-    updates = {"training.amp": True}
-    if args.batch_size:
-        updates["training.batch_size"] = args.batch_size
-    if args.smoke:
-        args.config, args.steps, args.warmup, args.symbols = str(SCRIPTS.parent / "configs" / "tiny.yaml"), 3, 1, 1
-        compile_ = torch.compile
-        # Inductor needs minutes on a CPU; dynamo's eager backend checks the same code path in seconds.
-        torch.compile = lambda model, **kw: compile_(model, **{"backend": "eager", **kw})
-        device = "cpu"
-    else:
-        if not torch.cuda.is_available():
-            print("no CUDA device: run with --smoke on a CPU", file=sys.stderr)
-            return 2
-        device = "cuda"
+def measure(args, device: str, updates: dict):
+    """Samples/s and MFU of each variant (eager, compile) of the trainer on one synthetic panel."""
     base = bench_config(args.config, device, updates)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,8 +56,41 @@ def main(argv=None) -> int:
                 "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
             r = results[variant]
             print(f"{variant:8s} {r['samples_per_s']:10,.0f} samples/s  {r['tokens_per_s']:12,.0f} tokens/s  "
-                  f"{r['ms_per_step']:7.2f} ms/step  {r['model_tflops_per_s']:7.2f} TFLOP/s  MFU {100 * r['mfu']:.1f}%"
-                  f"  (wall {r['wall_s_including_warmup']:.0f} s)", flush=True)
+                  f"{r['ms_per_step']:7.2f} ms/step  {r['model_tflops_per_s']:7.2f} TFLOP/s  "
+                  f"MFU {100 * r['mfu']:.1f}%  (wall {r['wall_s_including_warmup']:.0f} s)", flush=True)
+    return results, n_params, tokens_per_step, base
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(SCRIPTS.parent / "configs" / "large.yaml"))
+    parser.add_argument("--peak-flops", type=float, default=H100_BF16_DENSE,
+                        help="peak dense bf16 FLOP/s of the GPU (default 989e12: H100/H200 SXM)")
+    parser.add_argument("--steps", type=int, default=200, help="timed optimizer steps per variant")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--batch-size", type=int, default=None, help="windows per step (default: the config's)")
+    parser.add_argument("--symbols", type=int, default=8, help="synthetic symbols in the panel")
+    parser.add_argument("--variants", default="eager,compile", help="comma list of eager, compile")
+    parser.add_argument("--smoke", action="store_true", help="tiny config on CPU, a few steps (for tests)")
+    parser.add_argument("--out", default=str(SCRIPTS.parent / "runs"), help="JSON goes to <out>/bench/bench_gpu.json")
+    args = parser.parse_args(argv)
+
+    updates = {"training.amp": True}
+    if args.batch_size:
+        updates["training.batch_size"] = args.batch_size
+    if args.smoke:
+        args.config, args.steps, args.warmup, args.symbols = str(SCRIPTS.parent / "configs" / "tiny.yaml"), 3, 1, 1
+    elif not torch.cuda.is_available():
+        print("no CUDA device: run with --smoke on a CPU", file=sys.stderr)
+        return 2
+    device = "cpu" if args.smoke else "cuda"
+    compile_ = torch.compile
+    if args.smoke:      # inductor needs minutes on a CPU; dynamo's eager backend runs the same path in seconds
+        torch.compile = lambda model, **kw: compile_(model, **{"backend": "eager", **kw})
+    try:
+        results, n_params, tokens_per_step, base = measure(args, device, updates)
+    finally:
+        torch.compile = compile_
     report = {"config": args.config, "smoke": args.smoke, "device": device, "parameters": n_params,
               "batch_size": base.training.batch_size, "context_length": base.data.context_length,
               "tokens_per_step": tokens_per_step, "steps": args.steps, "warmup": args.warmup,

@@ -25,18 +25,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-import numpy as np
-import torch
+import torch  # noqa: E402
 
-from hftraining import distributed
-from hftraining.atomic import write_json
-from hftraining.config import Config, load_config
-from hftraining.data.panel import window_ends
-from hftraining.model import build_model, count_parameters
-from hftraining.objective import profit_objective
-from hftraining.tensorboard_log import RunLogger
-from hftraining.train_with_profit import Prepared, prepare
-from hftraining.trainer import Batches, StepGuard, TrainingJob, _device_tensors, fit, resolve_device
+from hftraining import distributed  # noqa: E402
+from hftraining.atomic import write_json  # noqa: E402
+from hftraining.config import Config, load_config  # noqa: E402
+from hftraining.data.panel import window_ends  # noqa: E402
+from hftraining.model import build_model, count_parameters  # noqa: E402
+from hftraining.objective import profit_objective  # noqa: E402
+from hftraining.tensorboard_log import RunLogger  # noqa: E402
+from hftraining.train_with_profit import Prepared, prepare  # noqa: E402
+from hftraining.trainer import Batches, StepGuard, TrainingJob, _device_tensors, fit, resolve_device  # noqa: E402
 
 
 class _WindowTimed(Exception):
@@ -58,6 +57,11 @@ def prepare_data(config: Config, n_symbols: int, root: Path) -> Prepared:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _mark(marks: list[float], device: torch.device) -> None:
+    synchronize(device)
+    marks.append(time.perf_counter())
 
 
 def time_trainer(config: Config, data: Prepared, warmup: int, steps: int, workdir: Path) -> float:
@@ -146,31 +150,26 @@ def breakdown(config: Config, data: Prepared, warmup: int, steps: int, workdir: 
     try:
         for step in range(warmup + steps):
             marks = [time.perf_counter()]
-
-            def mark() -> None:
-                synchronize(device)
-                marks.append(time.perf_counter())
-
             xb, rb, _ = batches.gather(batches.sample(tcfg.batch_size))
-            mark()
+            _mark(marks, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = forward(xb)
             loss = profit_objective(out.positions.float(), rb, cost, config.profit.sharpe_weight,
                                     config.profit.risk_penalty).loss
-            mark()
+            _mark(marks, device)
             loss.backward()
-            mark()
+            _mark(marks, device)
             if guard.allows_step(loss.detach(), step):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            mark()
+            _mark(marks, device)
             if (step + 1) % tcfg.log_every == 0:
                 logger.scalar("train/loss", distributed.mean(loss.detach()).item(), step + 1)
                 logger.scalar("train/learning_rate", tcfg.learning_rate, step + 1)
-            mark()
+            _mark(marks, device)
             if step >= warmup:
-                for name, (a, b) in zip(phases, zip(marks, marks[1:])):
+                for name, (a, b) in zip(phases, zip(marks, marks[1:], strict=False), strict=True):
                     phases[name] += b - a
     finally:
         logger.close()

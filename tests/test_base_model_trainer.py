@@ -107,10 +107,10 @@ def test_finetune_starts_from_base_weights(pipeline):
     base_params = [p.detach().cpu() for p in model.parameters()]
     initial = pipeline["initial"]
     assert len(initial) == 1 + len(STOCKS)                       # base, then one fine-tune per stock
-    assert not all(torch.equal(a, b) for a, b in zip(initial[0], base_params))   # the base itself trained
+    assert not all(torch.equal(a, b) for a, b in zip(initial[0], base_params, strict=True))  # base trained
     for fine_tune in initial[1:]:
         assert len(fine_tune) == len(base_params)
-        assert all(torch.equal(a.cpu(), b) for a, b in zip(fine_tune, base_params))
+        assert all(torch.equal(a.cpu(), b) for a, b in zip(fine_tune, base_params, strict=True))
 
 
 def test_finetune_metadata_scaler_and_schedule(pipeline):

@@ -94,7 +94,7 @@ def test_device_nan_guard_skips_the_whole_update():
     _step(param, optimizer, guard, 1.0, 0)
     before = _state(param, optimizer)
     _step(param, optimizer, guard, float("nan"), 1)                 # weights, moments and step count untouched
-    assert all(torch.equal(a, b) for a, b in zip(before, _state(param, optimizer)))
+    assert all(torch.equal(a, b) for a, b in zip(before, _state(param, optimizer), strict=True))
     _step(param, optimizer, guard, 2.0, 2)                          # the next finite batch trains again
     assert not torch.equal(before[0], param.detach())
     assert int(optimizer.state[param]["step"]) == 2
@@ -107,7 +107,7 @@ def test_device_nan_guard_stop_policy_freezes_until_checked():
     before = _state(param, optimizer)
     _step(param, optimizer, guard, float("inf"), 1)
     _step(param, optimizer, guard, 1.0, 2)                          # latched: nothing moves after the first NaN
-    assert all(torch.equal(a, b) for a, b in zip(before, _state(param, optimizer)))
+    assert all(torch.equal(a, b) for a, b in zip(before, _state(param, optimizer), strict=True))
     assert guard.collect() == (1, 2)
 
 
@@ -135,3 +135,18 @@ def test_a_command_that_did_not_join_the_group_refuses_to_train(monkeypatch):
 def test_nproc_cannot_combine_with_walk_forward(capsys):
     assert main(["single", "--stock", "DEMO", "--walk-forward", "--nproc", "2"]) == 2
     assert "--nproc cannot be combined" in capsys.readouterr().err
+
+
+def test_forecast_shards_split_the_symbols_over_one_shared_cache(tmp_path, capsys):
+    args = ["forecast", "--stocks", "AAA", "BBB", "CCC", "--backend", "statistical", "--source", "synthetic",
+            "--out", str(tmp_path), "--json"]
+    shards = []
+    for shard in ("0/2", "1/2"):
+        assert main(args + ["--shard", shard]) == 0
+        shards.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert [[row["symbol"] for row in s["symbols"]] for s in shards] == [["AAA", "CCC"], ["BBB"]]
+    assert main(args) == 0                                          # the whole set now reads the shared cache
+    whole = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert all(row["computed"] == 0 and row["cache_hits"] == row["windows"] for row in whole["symbols"])
+    assert main(args + ["--shard", "2/2"]) == 2
+    assert "--shard 2/2" in capsys.readouterr().err

@@ -114,7 +114,7 @@ def test_a_weights_file_is_not_a_training_state(tmp_path):
 # --- kill -9, then --resume ------------------------------------------------------------------------
 
 KILL_SETTINGS = ["single", "--config", TINY, *NO_FORECAST, "--stock", "DEMO", "--json", "--set", "training.max_steps=60",
-                 "--set", "training.eval_every=5", "--set", "training.checkpoint_every=10",
+                 "--set", "training.eval_every=15", "--set", "training.checkpoint_every=10",
                  "--set", "training.log_every=5", "--set", "model.dropout=0.1",
                  "--set", "training.early_stopping_patience=4"]
 
