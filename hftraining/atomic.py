@@ -12,7 +12,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-DEFAULT_MODE = 0o644  # mkstemp creates 0600 files; outputs are meant to be readable like any other file
+# mkstemp creates 0600 files; a new output gets the mode open() would give it (0666 minus the umask,
+# read once at import, before any thread could be creating files).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+DEFAULT_MODE = 0o666 & ~_UMASK
 
 
 def _write_all(path: Path, data: bytes) -> None:
@@ -32,11 +36,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         raise _naming(exc, path) from exc
     tmp = Path(tmp_name)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())      # mkstemp creates 0600; give the file normal permissions
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        try:
+        try:                                   # an existing file keeps its mode; a new one gets DEFAULT_MODE
             os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else DEFAULT_MODE)
         except OSError:
             pass
@@ -66,12 +69,6 @@ def _naming(exc: OSError, path: Path) -> OSError:
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: _write_all(tmp, data))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -136,10 +136,12 @@ class PortfolioRLConfig(Section):
     rebalance_every: Optional[int] = Field(None, ge=1, description="Bars between rebalances; None = data.horizon.")
     risk_penalty: float = Field(1.0, ge=0, description="Weight of the variance of horizon returns in the objective.")
     objective: Literal["mean_variance", "sharpe"] = Field("mean_variance", description="Portfolio objective form.")
-    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate of the portfolio policy.")
-    max_steps: int = Field(400, ge=1, description="Optimizer steps for the portfolio policy.")
-    batch_size: int = Field(32, ge=1, description="Episodes per optimizer step.")
-    episode_rebalances: int = Field(8, ge=1, description="Rebalances per training episode.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate of the portfolio policy.")
+    max_steps: int = Field(100, ge=1, description="Optimizer steps for the portfolio policy.")
+    batch_size: int = Field(16, ge=1, description="Episodes per optimizer step.")
+    episode_rebalances: int = Field(4, ge=1, description="Rebalances per training episode.")
+    context_length: Optional[int] = Field(
+        32, ge=2, description="Bars per asset window the policy reads, capped at data.context_length; None = that.")
 
 
 class PathsConfig(Section):

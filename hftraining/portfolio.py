@@ -34,7 +34,7 @@ from hftraining.portfolio_sim import PortfolioSim, baselines, clean_metrics, reb
 from hftraining.report import format_table
 from hftraining.tensorboard_log import RunLogger
 from hftraining.train_with_profit import Prepared, prepare, run_metadata
-from hftraining.trainer import TrainingDiverged, _improved, learning_rate_at, resolve_device
+from hftraining.trainer import TrainingDiverged, learning_rate_at, resolve_device
 
 log = logging.getLogger("hftraining")
 
@@ -56,10 +56,11 @@ class PortfolioPolicy(nn.Module):
     """
 
     def __init__(self, n_features: int, n_assets: int, context_length: int, horizon: int,
-                 model_cfg: ModelConfig, include_cash: bool):
+                 model_cfg: ModelConfig, include_cash: bool, window: Optional[int] = None):
         super().__init__()
         self.n_assets = n_assets
         self.include_cash = include_cash
+        self.window = min(window or context_length, context_length)
         self.encoder = build_model(n_features, context_length, horizon, model_cfg)
         hidden = model_cfg.hidden_size
         self.asset_head = nn.Linear(2 * hidden, 1)
@@ -74,7 +75,8 @@ class PortfolioPolicy(nn.Module):
 
     @property
     def context_length(self) -> int:
-        return self.encoder.context_length
+        """Bars of each asset's window: the last `window` bars of the encoder's context."""
+        return self.window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, assets, features = x.shape
@@ -190,7 +192,8 @@ def rebalance_every(config: Config) -> int:
 
 
 @torch.no_grad()
-def predict_weights(policy: PortfolioPolicy, data: PairStockDataset, bars: torch.Tensor, chunk: int = 256) -> np.ndarray:
+def predict_weights(policy: PortfolioPolicy, data: PairStockDataset, bars: torch.Tensor,
+                    chunk: int = 256) -> np.ndarray:
     """Target weights [R, M] at each rebalance bar, each from its own window (eval mode, no dropout)."""
     was_training = policy.training
     policy.eval()
@@ -210,10 +213,9 @@ def evaluate_policy(policy: PortfolioPolicy, data: PairStockDataset, decisions: 
     """Simulate the policy over a split with the tracker's costs; the objective's loss on its periods."""
     bars = data.rebalance_bars(decisions)
     weights = predict_weights(policy, data, bars)
-    assets = data.n_assets
-    sim = simulate_portfolio(data.returns[decisions.start:decisions.stop], rebalance_offsets(len(decisions), data.every),
-                             weights[:, :assets], config.tracker.commission + config.tracker.slippage,
-                             config.data.periods_per_year)
+    offsets = rebalance_offsets(len(decisions), data.every)
+    sim = simulate_portfolio(data.returns[decisions.start:decisions.stop], offsets, weights[:, :data.n_assets],
+                             config.tracker.commission + config.tracker.slippage, config.data.periods_per_year)
     loss = 0.0
     if len(bars) > 1:
         w = torch.from_numpy(weights).float()[None]
@@ -236,7 +238,6 @@ def fit_policy(policy: PortfolioPolicy, data: PairStockDataset, config: Config, 
                tensorboard_dir: Path, progress: bool = True) -> PolicyFit:
     """AdamW with warmup + cosine over portfolio.max_steps; evaluate on validation, keep the best weights."""
     pcfg, tcfg = config.portfolio, config.training
-    device = data.device
     total = pcfg.max_steps
     warmup = min(tcfg.warmup_steps, total // 10)
     eval_every = max(1, min(tcfg.eval_every, total // 4))     # at least four validation points to choose from
@@ -282,7 +283,9 @@ def fit_policy(policy: PortfolioPolicy, data: PairStockDataset, config: Config, 
                 bar.update(step, sharpe=metrics["sharpe_ratio"])
                 value = ev.loss if tcfg.selection_metric == "loss" else metrics[tcfg.selection_metric]
                 history.append({"step": step, "val_loss": ev.loss, **clean_metrics(metrics)})
-                if _improved(tcfg.selection_metric, value, best_value):
+                improved = best_value is None or (value < best_value if tcfg.selection_metric == "loss"
+                                                  else value > best_value)
+                if improved:
                     best_value, best_step, best_metrics, bad_evals = value, step, clean_metrics(metrics), 0
                     ckpt.save_tensors(best_path, policy.state_dict())
                 else:
@@ -303,7 +306,7 @@ def fit_policy(policy: PortfolioPolicy, data: PairStockDataset, config: Config, 
 def log_evaluation(logger: RunLogger, step: int, ev: Evaluation, symbols: list[str]) -> None:
     """The DESIGN profit tags (validation, net of costs) plus the mean target weight per asset and turnover."""
     logger.evaluation(step, ev.sim.metrics, {}, ev.loss)
-    for name, value in zip(symbols + [CASH], ev.weights.mean(axis=0)):
+    for name, value in zip(symbols + [CASH], ev.weights.mean(axis=0), strict=False):
         logger.scalar(f"portfolio/weight/{name}", value, step)
     logger.scalar("portfolio/turnover", ev.sim.metrics["rebal_turnover"], step)
 
@@ -368,17 +371,17 @@ def run_portfolio(symbols: list[str], config: Config, base_run: Optional[Path] =
     Layout.at(config.paths.root).ensure_writable()
     resolve_device(config.training.device)
     prepared = prepare(symbols, config, progress=progress)
-    return run_prepared(prepared, config, base, progress)
+    pooled = pooled_scaler(prepared.panel, prepared.splits.train)
+    return run_prepared(Prepared(prepared.panel, prepared.splits, pooled), config, base, progress)
 
 
 def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFiles] = None,
                  progress: bool = True) -> PortfolioRun:
-    """The job after the data is ready (tests hand in a panel built from generated prices).
+    """The job after the data is ready (tests and walk-forward folds hand in their own Prepared).
 
-    The scaler is refitted here, pooled over the group (see pooled_scaler), on the training rows.
+    The scaler is used as given; run_portfolio passes pooled_scaler, fitted on the training rows.
     """
     panel = prepared.panel
-    prepared = Prepared(panel, prepared.splits, pooled_scaler(panel, prepared.splits.train))
     symbols = list(panel.symbols)
     layout = Layout.at(config.paths.root)
     run_id = config.paths.run_name or new_run_id()
@@ -390,13 +393,13 @@ def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFile
     data = PairStockDataset(prepared, every, config.portfolio.episode_rebalances, device)
     torch.manual_seed(config.training.seed)
     policy = PortfolioPolicy(len(panel.feature_names), len(symbols), config.data.context_length, config.data.horizon,
-                             config.model, config.portfolio.include_cash)
+                             config.model, config.portfolio.include_cash, config.portfolio.context_length)
     copied = load_base_encoder(policy, base, panel.feature_names) if base is not None else 0
     policy.to(device)
 
     run_dir = claim_run_dir(layout.portfolio_model(symbols, run_id))
     meta = run_metadata("portfolio", run_id, config, prepared, rebalance_every=every,
-                        include_cash=config.portfolio.include_cash,
+                        include_cash=config.portfolio.include_cash, window=policy.window,
                         base_run=str(base.path) if base is not None else None, base_tensors_copied=copied)
     ckpt.save_run_files(run_dir, config, prepared.scaler, meta)
     tb_dir = layout.tensorboard("portfolio", run_id, symbols)
@@ -431,7 +434,8 @@ def write_portfolio_report(report_dir: Path, panel, decisions: range, symbols: l
     sim = test.sim
     dates = pd.to_datetime(panel.dates[decisions.start:decisions.stop]).strftime("%Y-%m-%d")
     names = symbols + [CASH]
-    mean_weights = dict(zip(names, np.append(sim.targets.mean(axis=0), 1.0 - sim.targets.sum(axis=1).mean())))
+    mean_weights = dict(zip(names, np.append(sim.targets.mean(axis=0), 1.0 - sim.targets.sum(axis=1).mean()),
+                            strict=True))
     summary = {
         "test_start": dates[0], "test_end": dates[-1], "test_bars": len(dates),
         "model": clean_metrics(sim.metrics),

@@ -12,7 +12,8 @@ marked with no exit cost, as in the tracker.
 
 Portfolio meaning of the trade metrics: trade_count = rebalances that trade (turnover > 0);
 win_rate = share of rebalance periods (rebalance bar to the bar before the next) whose compounded
-net return is positive. Every other metric is hftraining.metrics.summarize on the per-bar net returns.
+net return is positive; rebal_turnover = mean traded fraction of equity per rebalance. Every other
+metric is hftraining.metrics.summarize on the per-bar net returns (exposure = invested share).
 Baselines (1/N rebalanced, buy-and-hold 1/N, each single asset, trailing minimum variance) go through
 the same function on the same bars and costs.
 """

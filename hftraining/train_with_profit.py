@@ -124,6 +124,8 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
         meta = ckpt.read_json(run_dir / ckpt.METADATA)
         run_id = meta["run_id"]
     prepared = distributed.main_first(lambda: prepare([symbol], config, progress=progress))
+    if resume is not None:
+        prepared = _same_data_as_before(run_dir, meta, prepared)
     if resume is None:
         run_id = distributed.broadcast(config.paths.run_name or new_run_id())
         tcfg = config.training
@@ -177,6 +179,23 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
                "validation": result.best_metrics, "test": test["model"],
                "buy_and_hold": test["baselines"]["buy_and_hold"], "report_html": write_report_html(report_dir, run_dir)}
     return SingleRun(result.model, run_dir, result.best_path, report_dir, tb_dir, result, test, summary)
+
+
+def _same_data_as_before(run_dir: Path, meta: dict, prepared: Prepared) -> Prepared:
+    """A resumed run continues on the bars it started with, scaled by its saved scaler (never refitted)."""
+    now = prepared.splits.as_dict(prepared.panel)
+    for name in ("train", "val", "test"):
+        then = (meta.get("splits") or {}).get(name)
+        if then is not None and then != now[name]:
+            raise UserError(
+                f"--resume {run_dir}: the data changed since this run started ({name} was {then['start']} .. "
+                f"{then['end']}, {then['bars']} bars; now {now[name]['start']} .. {now[name]['end']}, "
+                f"{now[name]['bars']} bars); pin data.start/data.end to the run's dates or start a new run")
+    scaler = Scaler.from_dict(ckpt.read_json(run_dir / ckpt.SCALER))
+    if scaler.feature_names != prepared.panel.feature_names:
+        raise UserError(f"--resume {run_dir}: the features differ from the run's scaler.json; "
+                        "resume with the run's own config")
+    return Prepared(prepared.panel, prepared.splits, scaler)
 
 
 def write_report_html(report_dir: Path, run_dir: Path) -> Optional[str]:

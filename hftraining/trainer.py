@@ -102,6 +102,8 @@ class Batches:
         """`batch_size` windows; under DDP every rank draws the same global batch and keeps its own slice."""
         index = torch.randint(len(self.ends), (batch_size * world_size,), generator=self.generator)
         index = index[rank * batch_size:(rank + 1) * batch_size]
+        if self.ends.device.type == "cuda":     # a pageable copy would wait for the GPU every step
+            index = index.pin_memory().to(self.ends.device, non_blocking=True)
         return self.ends[index.to(self.ends.device)]
 
     def gather(self, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -231,13 +233,14 @@ def fit(job: TrainingJob) -> FitResult:
         logger.text("metadata/data", "; ".join(f"{s}: {o}" for s, o in job.panel.data_origin.items()), 0)
 
     best_path = job.run_dir / ckpt.WEIGHTS
-    stopped_early = False
+    patience = tcfg.early_stopping_patience     # a resumed run that had already stopped early stays stopped
+    stopped_early = bool(job.resume and patience and state["bad_evals"] >= patience)
     progress = logger.progress(job.max_steps, enabled=job.progress, description=job.kind)
     progress.start(state["step"])
     model.train()
     step = state["step"]
     try:
-        while step < job.max_steps:
+        while step < job.max_steps and not stopped_early:
             lr = learning_rate_at(step, job.learning_rate, tcfg.warmup_steps, job.max_steps, tcfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr

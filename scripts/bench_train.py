@@ -194,13 +194,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating trainer/bare rounds")
     parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before each window")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads on CPU (default 1: on a shared machine more threads mostly measure "
+                             "the scheduler; 0 = torch's choice)")
     parser.add_argument("--out", default=str(ROOT / "runs"), help="JSON goes to <out>/bench/bench_train.json")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
     config = bench_config(args.config, args.device)
+    if args.threads and resolve_device(config.training.device).type == "cpu":
+        torch.set_num_threads(args.threads)
     samples_per_step = config.training.batch_size * config.training.grad_accum_steps
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:

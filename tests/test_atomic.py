@@ -77,7 +77,9 @@ def test_checkpoint_save_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path, 
 
 def test_files_are_readable_and_keep_their_mode(tmp_path):
     fresh = atomic.write_text(tmp_path / "fresh.txt", "x")
-    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644          # not mkstemp's 0600
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask   # as open() would make it, not mkstemp's 0600
     private = tmp_path / "private.txt"
     private.write_text("x")
     private.chmod(0o600)

@@ -175,7 +175,8 @@ def test_unsorted_and_duplicated_dates_are_repaired_with_a_warning(symbol, warni
     assert any(line.startswith("WARNING:") and warning in line for line in captured.err.splitlines()), captured.err
     assert f"{symbol}: ok, rows=400" in captured.err
     assert_untouched(before, snapshot(root))
-    print(f"\nMESSAGE | repaired {symbol} | {[l for l in captured.err.splitlines() if 'WARNING' in l][0]} | exit 0")
+    shown = next(line for line in captured.err.splitlines() if "WARNING" in line)
+    print(f"\nMESSAGE | repaired {symbol} | {shown} | exit 0")
 
 
 def test_training_on_repaired_bars_succeeds(tmp_path, csv_dir, root, capsys):

@@ -36,7 +36,6 @@ def test_bench_eval_small(tmp_path):
     assert report["figures"]["no_stops"]["bars_per_second"] > 0
 
 
-@pytest.mark.slow
 def test_bench_gpu_smoke_on_cpu(tmp_path):
     import torch
 

@@ -13,13 +13,25 @@ import torch
 from hftraining import checkpoint as ckpt
 from hftraining.cli import main
 from hftraining.config import Config, load_config
-from hftraining.data.panel import Scaler, assemble_panel, make_splits, symbol_frame
+from hftraining.data.panel import Panel, Scaler, assemble_panel, make_splits, symbol_frame
 from hftraining.errors import UserError
 from hftraining.model import build_model
-from hftraining.portfolio import (CASH_PRIOR, PortfolioPolicy, horizon_net_returns, load_base_encoder, portfolio_loss,
-                                  run_prepared)
-from hftraining.portfolio_sim import (min_variance_targets, min_variance_weights, period_returns,
-                                      project_simplex, simulate_portfolio)
+from hftraining.portfolio import (
+    CASH_PRIOR,
+    PortfolioPolicy,
+    horizon_net_returns,
+    load_base_encoder,
+    pooled_scaler,
+    portfolio_loss,
+    run_prepared,
+)
+from hftraining.portfolio_sim import (
+    min_variance_targets,
+    min_variance_weights,
+    period_returns,
+    project_simplex,
+    simulate_portfolio,
+)
 from hftraining.train_with_profit import Prepared
 
 C = 0.001  # 10 bps per unit of turnover
@@ -175,6 +187,22 @@ def test_min_variance_baseline_uses_trailing_data_only():
     assert not np.allclose(min_variance_targets(shifted, np.array([t]))[0], before[bars == t][0])
 
 
+def test_pooled_scaler_uses_training_rows_and_keeps_differences_between_assets():
+    rng = np.random.default_rng(2)
+    features = rng.normal(0, 1, (300, 2, 3)).astype(np.float32)
+    features[:, 1] += 5.0                                   # asset 1 sits higher on every feature
+    panel = Panel(["A", "B"], np.arange(300).astype("datetime64[D]").astype("datetime64[ns]"), ["f0", "f1", "f2"],
+                  features, np.ones((300, 2, 4)), np.zeros((300, 2)))
+    train = range(10, 200)
+    scaler = pooled_scaler(panel, train)
+    np.testing.assert_array_equal(scaler.mean[0], scaler.mean[1])
+    x = scaler.transform(panel)
+    assert x[:200, 1].mean() - x[:200, 0].mean() > 1.5     # per-symbol scaling would make this 0
+    later = Panel(**{**panel.__dict__, "features": features.copy()})
+    later.features[200:] = 1e6                              # rows after training change nothing
+    np.testing.assert_array_equal(pooled_scaler(later, train).mean, scaler.mean)
+
+
 # --- learning a planted edge, out of sample ------------------------------------------------------------
 
 def generated_bars(log_returns: np.ndarray, seed: int) -> pd.DataFrame:
@@ -200,7 +228,7 @@ def test_policy_learns_a_planted_edge_out_of_sample(tmp_path):
     panel.data_source = {s: "synthetic" for s in edge}
     panel.data_origin = {s: "generated in tests/test_portfolio.py" for s in edge}
     splits = make_splits(panel.n_time, cfg)
-    run = run_prepared(Prepared(panel, splits, Scaler.fit(panel, splits.train)), cfg, progress=False)
+    run = run_prepared(Prepared(panel, splits, pooled_scaler(panel, splits.train)), cfg, progress=False)
     weights = pd.read_csv(run.report_dir / "weights.csv")
     assert pd.Timestamp(weights["date"].iloc[0]) == pd.Timestamp(panel.dates[splits.test.start])
     held = weights[["weight_EDGE", "weight_FLAT", "weight_CASH"]].to_numpy()
@@ -284,6 +312,31 @@ def test_cli_portfolio_on_tiny_synthetic(tmp_path, capsys):
                   "--forecast-backend", "none", "--out", str(out), "--steps", "2", "--set", "paths.run_name=t1", "-q"])
     assert again == 2 and "already exists" in capsys.readouterr().err
     assert json.loads((report / "metrics.json").read_text()) == metrics           # nothing overwritten
+
+
+def test_cli_initialises_from_a_base_run_or_refuses_it_in_one_line(tmp_path, capsys):
+    from hftraining.data.features import FEATURE_NAMES
+
+    model_cfg = load_config("configs/tiny.yaml").model
+    fake_base_run(tmp_path / "base", 16, list(FEATURE_NAMES), model_cfg)
+    fake_base_run(tmp_path / "wide", 16, list(FEATURE_NAMES), model_cfg.model_copy(update={"hidden_size": 8}))
+    fake_base_run(tmp_path / "long", 32, list(FEATURE_NAMES), model_cfg)
+    common = ["portfolio", "--pairs", "AAA,BBB", "--config", "configs/tiny.yaml", "--source", "synthetic",
+              "--forecast-backend", "none", "--out", str(tmp_path / "runs"), "--steps", "2", "-q",
+              "--set", "portfolio.batch_size=2"]
+    assert main(common + ["--base", str(tmp_path / "base"), "--set", "paths.run_name=b1"]) == 0, capsys.readouterr().err
+    meta = json.loads((tmp_path / "runs/models/finetuned/portfolio_pairs/AAA_BBB/b1/metadata.json").read_text())
+    assert meta["base_run"] == str(tmp_path / "base") and meta["base_tensors_copied"] > 0
+    # a base of another width is adopted with its model section (the encoder takes the base's shape)
+    assert main(common + ["--base", str(tmp_path / "wide"), "--set", "paths.run_name=b2"]) == 0
+    assert load_config(tmp_path / "runs/models/finetuned/portfolio_pairs/AAA_BBB/b2/config.yaml").model.hidden_size == 8
+    capsys.readouterr()
+    assert main(common + ["--base", str(tmp_path / "long"), "--set", "paths.run_name=b3"]) == 2
+    err = capsys.readouterr().err
+    assert "pos_embed has shape" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs/models/finetuned/portfolio_pairs/AAA_BBB/b3").exists()
+    assert main(common + ["--base", str(tmp_path / "nothing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_group_of_one(tmp_path, capsys):

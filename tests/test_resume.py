@@ -18,12 +18,12 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
-from hftraining import atomic
+from hftraining import atomic, trainer
 from hftraining import checkpoint as ckpt
-from hftraining import trainer
 from hftraining.cli import main
 from hftraining.errors import UserError
 from hftraining.layout import claim_run_dir, new_run_id
@@ -90,7 +90,7 @@ def test_counters_and_tensors_are_committed_together(tmp_path, monkeypatch):
     fresh, fresh_opt, fresh_gen = tiny_training_objects(1)
     state = ckpt.load_training_state(tmp_path, fresh, fresh_opt, fresh_gen)
     assert state["step"] == 6 and state["best_value"] == 0.7
-    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(generator.get_state(), fresh_gen.get_state())
     # and both continue identically (dropout draws from the global RNG, which the load restored)
@@ -98,7 +98,7 @@ def test_counters_and_tensors_are_committed_together(tmp_path, monkeypatch):
     train_steps(model, optimizer, generator, 2)
     torch.set_rng_state(restored)
     train_steps(fresh, fresh_opt, fresh_gen, 2)
-    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -113,7 +113,8 @@ def test_a_weights_file_is_not_a_training_state(tmp_path):
 
 # --- kill -9, then --resume ------------------------------------------------------------------------
 
-KILL_SETTINGS = ["single", "--config", TINY, *NO_FORECAST, "--stock", "DEMO", "--json", "--set", "training.max_steps=60",
+KILL_SETTINGS = ["single", "--config", TINY, *NO_FORECAST, "--stock", "DEMO", "--json",
+                 "--set", "training.max_steps=60",
                  "--set", "training.eval_every=15", "--set", "training.checkpoint_every=10",
                  "--set", "training.log_every=5", "--set", "model.dropout=0.1",
                  "--set", "training.early_stopping_patience=4"]
@@ -183,6 +184,34 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
             == ckpt.read_json(Path(reference["report_dir"]) / "metrics.json")["model"])
     for tag in ("train/loss", "profit/sharpe_ratio"):       # TensorBoard: nothing lost, nothing doubled
         assert scalars(Path(resumed["tensorboard_dir"]), tag) == scalars(Path(reference["tensorboard_dir"]), tag)
+
+
+def test_resume_keeps_an_early_stop_and_refuses_changed_data(monkeypatch, tmp_path, capsys):
+    """Resuming a run that stopped early trains no further; resuming on different bars is one line, exit 2."""
+    from fake_runs import write_csv
+
+    monkeypatch.setattr(trainer, "_improved", lambda metric, value, best: best is None)   # only eval 1 improves
+    csv = write_csv(tmp_path / "csv", "DEMO", bars=600)
+    code = main(["single", "--config", TINY, *NO_FORECAST, "--stock", "DEMO", "--data-dir", str(csv.parent),
+                 "--out", str(tmp_path / "runs"), "-q", "--json", "--steps", "20", "--set", "training.eval_every=2",
+                 "--set", "training.early_stopping_patience=1", "--set", "paths.run_name=early"])
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and first["steps_done"] == 4 and first["best_step"] == 2
+    run_dir = Path(first["run_dir"])
+    state = (run_dir / "last" / "state.safetensors").read_bytes()
+
+    assert main(["single", "--resume", str(run_dir), "-q", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["steps_done"] == 4 and again["best_step"] == 2 and again["test"] == first["test"]
+    assert (run_dir / "last" / "state.safetensors").read_bytes() == state
+
+    bars = pd.read_csv(csv)
+    bars.iloc[:-40].to_csv(csv, index=False)                     # the CSV lost its last 40 bars since
+    assert main(["single", "--resume", str(run_dir), "-q"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--resume {run_dir}: the data changed since this run started (train was" in line
+    print(f"\nMESSAGE | resume on changed data | {line} | exit 2")
+    assert (run_dir / "last" / "state.safetensors").read_bytes() == state
 
 
 # --- NaN / inf losses -----------------------------------------------------------------------------
@@ -259,7 +288,8 @@ def test_claiming_a_run_dir_is_exclusive_across_threads(tmp_path):
         t.join()
     assert outcomes.count("won") == 1
     assert all("already exists: pick another --set paths.run_name" in o for o in outcomes if o != "won")
-    assert len({new_run_id() for _ in range(2000)}) == 2000
+    # run ids made in the same second differ by a 24-bit random suffix (50 ids collide with p < 1e-4)
+    assert len({new_run_id() for _ in range(50)}) == 50
 
 
 def test_two_processes_started_together(tmp_path):

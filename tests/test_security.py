@@ -6,6 +6,7 @@ command was refused with one line (exit 2) and that the marker was never created
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from fake_runs import make_run, tiny_config
+
 from hftraining import atomic
 from hftraining import checkpoint as ckpt
 from hftraining.cli import main
@@ -51,7 +52,8 @@ def refused(args: list[str], capsys, *expect: str) -> str:
     assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err
     for text in expect:
         assert text in lines[0], (text, lines[0])
-    print(f"\nMESSAGE | {os.environ.get('PYTEST_CURRENT_TEST', '?').split('::')[-1].split(' ')[0]} | {lines[0]} | exit 2")
+    name = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
+    print(f"\nMESSAGE | {name} | {lines[0]} | exit 2")
     return lines[0]
 
 
@@ -155,9 +157,12 @@ def test_run_config_with_python_tags_is_refused(tmp_path, run_dir, capsys):
     assert not marker.exists()
 
 
-def test_forecast_cache_holding_a_pickle_is_recomputed_not_loaded(tmp_path, caplog):
+def test_forecast_cache_holding_a_pickle_is_recomputed_not_loaded(tmp_path, caplog, monkeypatch):
     from hftraining.forecasting import cache
 
+    package_log = logging.getLogger("hftraining")          # an earlier CLI call bound it to a closed stream
+    monkeypatch.setattr(package_log, "handlers", [])
+    monkeypatch.setattr(package_log, "propagate", True)
     marker = tmp_path / "PWNED"
     path = tmp_path / "DEMO.statistical.0123456789abcdef.npz"
     np.savez(path, key=np.array([Payload(marker)], dtype=object), prices=np.ones(3), values=np.ones((3, 2)))
