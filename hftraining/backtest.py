@@ -343,8 +343,12 @@ def run_backtest_command(model, stock=None, cost_bps=None, config=None, set_=Non
                        "overlap": result.overlap, "model": result.metrics, "baselines": result.summary["baselines"],
                        "significance": result.summary["significance"],
                        "cost_sensitivity": result.summary["cost_sensitivity"]})
-    elif json_ and hasattr(result, "summary"):        # a portfolio backtest prints its own table
-        from hftraining.cli import emit_json
+    else:                                             # a portfolio run (hftraining.portfolio_backtest)
+        from hftraining.portfolio_backtest import print_portfolio_backtest
 
-        emit_json(result.summary)
+        print_portfolio_backtest(result)
+        if json_:
+            from hftraining.cli import emit_json
+
+            emit_json(result.summary)
     return result

@@ -497,6 +497,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     setup_logging(debug)
     try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and argv[:1] not in (["single"], ["forecast"]):
+            raise UserError("under torchrun only `hftrain single` (data-parallel training) and `hftrain forecast` "
+                            "(one shard of the symbols per rank) run; start other commands as one process")
         app(args=expand_multi_value(argv), prog_name="hftrain", standalone_mode=False)
     except UserError as exc:
         if debug:

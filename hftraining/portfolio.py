@@ -27,6 +27,7 @@ from hftraining import checkpoint as ckpt
 from hftraining.config import Config, ModelConfig
 from hftraining.data.panel import Scaler, Splits
 from hftraining.errors import UserError
+from hftraining.html_report import save_series
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol, parse_symbols
 from hftraining.model import build_model
 from hftraining.objective import VAR_FLOOR
@@ -124,8 +125,7 @@ class PairStockDataset:
 
     def windows(self, bars: torch.Tensor, context: int) -> torch.Tensor:
         """Windows [N, L, A, F] ending at each bar of bars [N]."""
-        offsets = torch.arange(context - 1, -1, -1, device=self.device)
-        return self.x[bars[:, None] - offsets]
+        return windows(self.x, bars, context)
 
     def growth(self, bars: torch.Tensor, stop: int) -> torch.Tensor:
         """Gross growth [N, A] of each asset from close t to close min(t + k, stop)."""
@@ -142,13 +142,23 @@ class PairStockDataset:
         return torch.arange(decisions.start, decisions.stop, self.every, device=self.device)
 
 
-def pooled_scaler(panel, train: range) -> Scaler:
+def windows(x: torch.Tensor, bars: torch.Tensor, context: int) -> torch.Tensor:
+    """Windows [N, L, A, F] of scaled features x [T, A, F] ending at each bar of bars [N] (bars <= t only)."""
+    offsets = torch.arange(context - 1, -1, -1, device=x.device)
+    return x[bars[:, None] - offsets]
+
+
+def pooled_scaler(panel, train: range, context: Optional[int] = None) -> Scaler:
     """One mean/std per feature over the group's training rows, shared by every asset.
 
     Per-symbol scaling (what single-stock runs use) would erase exactly what an allocation needs to
-    see: that one asset is calmer or trends more than another. Fitted on training rows only.
+    see: that one asset is calmer or trends more than another. Fitted on training rows only: the
+    rows up to train.stop, starting where the first training window starts when `context` is given
+    (a rolling walk-forward fold), else at the first bar. The rows are copied to one C-ordered
+    float64 block, so the same rows give the same bits wherever the panel sits in memory.
     """
-    rows = panel.features[: train.stop].reshape(-1, panel.features.shape[-1]).astype(np.float64)
+    lo = max(0, train.start - context + 1) if context is not None else 0
+    rows = np.ascontiguousarray(panel.features[lo:train.stop], dtype=np.float64).reshape(-1, panel.features.shape[-1])
     mean, std = rows.mean(axis=0), rows.std(axis=0)
     std = np.where(std > 1e-12, std, 1.0)
     n = len(panel.symbols)
@@ -192,14 +202,27 @@ def rebalance_every(config: Config) -> int:
 
 
 @torch.no_grad()
-def predict_weights(policy: PortfolioPolicy, data: PairStockDataset, bars: torch.Tensor,
-                    chunk: int = 256) -> np.ndarray:
-    """Target weights [R, M] at each rebalance bar, each from its own window (eval mode, no dropout)."""
+def predict_weights(policy: PortfolioPolicy, x: torch.Tensor, bars: torch.Tensor, chunk: int = 256) -> np.ndarray:
+    """Target weights [R, M] at each rebalance bar, each from its own window of x (eval mode, no dropout)."""
     was_training = policy.training
     policy.eval()
-    out = [policy(data.windows(bars[i:i + chunk], policy.context_length)).cpu() for i in range(0, len(bars), chunk)]
+    out = [policy(windows(x, bars[i:i + chunk], policy.context_length)).cpu() for i in range(0, len(bars), chunk)]
     policy.train(was_training)
     return torch.cat(out).double().numpy()
+
+
+def simulate_policy(policy: PortfolioPolicy, x: torch.Tensor, returns: np.ndarray, decisions: range, every: int,
+                    cost: float, periods_per_year: int) -> tuple[PortfolioSim, np.ndarray]:
+    """The policy's book over decision bars: targets [R, M] at decisions.start, +every, ..., simulated net of cost.
+
+    One function for a run's validation/test and for `hftrain backtest`, so a backtest trades as the run did.
+    returns [T, A] is the whole panel's next-bar returns (finite), x [T, A, F] its scaled features.
+    """
+    bars = torch.arange(decisions.start, decisions.stop, every, device=x.device)
+    weights = predict_weights(policy, x, bars)
+    sim = simulate_portfolio(returns[decisions.start:decisions.stop], rebalance_offsets(len(decisions), every),
+                             weights[:, :policy.n_assets], cost, periods_per_year)
+    return sim, weights
 
 
 @dataclass
@@ -211,13 +234,11 @@ class Evaluation:
 
 def evaluate_policy(policy: PortfolioPolicy, data: PairStockDataset, decisions: range, config: Config) -> Evaluation:
     """Simulate the policy over a split with the tracker's costs; the objective's loss on its periods."""
-    bars = data.rebalance_bars(decisions)
-    weights = predict_weights(policy, data, bars)
-    offsets = rebalance_offsets(len(decisions), data.every)
-    sim = simulate_portfolio(data.returns[decisions.start:decisions.stop], offsets, weights[:, :data.n_assets],
-                             config.tracker.commission + config.tracker.slippage, config.data.periods_per_year)
+    sim, weights = simulate_policy(policy, data.x, data.returns, decisions, data.every,
+                                   config.tracker.commission + config.tracker.slippage, config.data.periods_per_year)
     loss = 0.0
-    if len(bars) > 1:
+    if len(weights) > 1:
+        bars = data.rebalance_bars(decisions)
         w = torch.from_numpy(weights).float()[None]
         g = data.growth(bars, decisions.stop).cpu()[None]
         net = horizon_net_returns(w, g, config.profit.transaction_cost_bps / 1e4)
@@ -371,7 +392,7 @@ def run_portfolio(symbols: list[str], config: Config, base_run: Optional[Path] =
     Layout.at(config.paths.root).ensure_writable()
     resolve_device(config.training.device)
     prepared = prepare(symbols, config, progress=progress)
-    pooled = pooled_scaler(prepared.panel, prepared.splits.train)
+    pooled = pooled_scaler(prepared.panel, prepared.splits.train, config.data.context_length)
     return run_prepared(Prepared(prepared.panel, prepared.splits, pooled), config, base, progress)
 
 
@@ -379,7 +400,8 @@ def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFile
                  progress: bool = True) -> PortfolioRun:
     """The job after the data is ready (tests and walk-forward folds hand in their own Prepared).
 
-    The scaler is used as given; run_portfolio passes pooled_scaler, fitted on the training rows.
+    The scaler is used as given; run_portfolio and each walk-forward fold pass pooled_scaler, fitted on
+    their training rows.
     """
     panel = prepared.panel
     symbols = list(panel.symbols)
@@ -427,9 +449,15 @@ def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFile
 
 # --- reports -------------------------------------------------------------------------------------------
 
+def book_frame(dates, sim: PortfolioSim) -> pd.DataFrame:
+    """date, position (invested share), net_return of one simulated book: a strategy's curve in report.html."""
+    return pd.DataFrame({"date": dates, "position": sim.weights.sum(axis=1), "net_return": sim.net_returns})
+
+
 def write_portfolio_report(report_dir: Path, panel, decisions: range, symbols: list[str], test: Evaluation,
                            others: dict[str, PortfolioSim], info: dict) -> dict:
-    """metrics.json (policy vs baselines), test_returns.csv (held weights and net return per bar), weights.csv."""
+    """metrics.json (policy vs baselines), test_returns.csv (held weights and net return per bar), weights.csv,
+    and series.csv (every book's net returns, so report.html draws the baselines' curves next to the policy's)."""
     report_dir.mkdir(parents=True, exist_ok=True)
     sim = test.sim
     dates = pd.to_datetime(panel.dates[decisions.start:decisions.stop]).strftime("%Y-%m-%d")
@@ -461,6 +489,7 @@ def write_portfolio_report(report_dir: Path, panel, decisions: range, symbols: l
     atomic.write_json(report_dir / "metrics.json", summary)
     atomic.write_text(report_dir / "test_returns.csv", held.to_csv(index=False, float_format="%.10g"))
     atomic.write_text(report_dir / "weights.csv", targets.to_csv(index=False, float_format="%.10g"))
+    save_series(report_dir, {name: book_frame(dates, book) for name, book in {"model": sim, **others}.items()})
     return summary
 
 
@@ -478,6 +507,14 @@ def print_portfolio_summary(run: PortfolioRun, console=None) -> None:
                   markup=False, highlight=False, soft_wrap=True)
     console.print(f"mean target weights: {weights}\nrun: {run.run_dir}\nreport: {run.report_dir}\n"
                   f"tensorboard: tensorboard --logdir {run.tensorboard_dir.parent.parent}")
+
+
+def backtest_portfolio(model_dir, *args, **kwargs):
+    """`hftrain backtest` of a portfolio run: hftraining.portfolio_backtest.backtest_portfolio (imported late:
+    that module builds on this one)."""
+    from hftraining.portfolio_backtest import backtest_portfolio as backtest
+
+    return backtest(model_dir, *args, **kwargs)
 
 
 # --- the CLI command ---------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ over more years), so the two numbers are comparable, and are stitched into one s
 ProfitTracker simulates in one pass (costs at fold boundaries included), against buy-and-hold and
 momentum on the same bars, with the significance tests of `hftrain backtest`. Every fold fits its own
 scaler on its own training rows and is a full run folder. `hftrain portfolio --walk-forward` does the
-same for a group of assets (`run_walk_forward_portfolio`).
+same for a group of assets (`run_walk_forward_portfolio`; its folds use the group-pooled scaler of a
+portfolio run).
 """
 
 from __future__ import annotations
@@ -225,11 +226,13 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
 
     `retrain_every` is rounded up to a multiple of the rebalance interval, so the stitched book keeps
     one rebalance schedule; the stitched targets are simulated in one pass (the book drifts across fold
-    boundaries instead of restarting in cash) against the portfolio baselines on the same bars.
+    boundaries instead of restarting in cash) against the portfolio baselines on the same bars. Each fold
+    scales with the group-pooled scaler of a portfolio run, fitted on that fold's training rows only.
     """
     from hftraining.portfolio import (
         Evaluation,
         open_base,
+        pooled_scaler,
         rebalance_every,
         run_prepared,
         write_portfolio_report,
@@ -257,7 +260,7 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
     for fold in folds:
         fold_cfg = config.model_copy(deep=True)
         fold_cfg.paths.run_name = f"{group_id}-fold{fold.index:02d}"
-        scaler = fit_fold_scaler(panel, fold.train, config.data.context_length)
+        scaler = pooled_scaler(panel, fold.train, config.data.context_length)      # as run_portfolio scales
         runs.append(run_prepared(Prepared(panel, fold.splits, scaler), fold_cfg, base, progress))
 
     stitched = range(folds[0].test.start, folds[-1].test.stop)

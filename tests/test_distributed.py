@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hftraining import distributed
+from hftraining import checkpoint as ckpt
+from hftraining import distributed, trainer
 from hftraining.cli import main
 from hftraining.errors import UserError
 from hftraining.trainer import Batches, StepGuard
@@ -111,6 +112,49 @@ def test_device_nan_guard_stop_policy_freezes_until_checked():
     assert guard.collect() == (1, 2)
 
 
+def _device_guard_and_poisoned_loss(monkeypatch, at_step: int) -> None:
+    """fit() on CPU with the CUDA code path of the guard (fused AdamW + found_inf) and a NaN loss at one step."""
+
+    class DeviceGuard(trainer.StepGuard):
+        def __init__(self, optimizer, device, policy):
+            for group in optimizer.param_groups:
+                group["fused"], group["foreach"] = True, False
+            super().__init__(optimizer, device, policy, on_device=True)
+
+    real, calls = trainer.profit_objective, {"n": 0}
+
+    def objective(*args, **kwargs):
+        parts = real(*args, **kwargs)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == at_step:
+                parts.loss = parts.loss * float("nan")
+        return parts
+
+    monkeypatch.setattr(trainer, "StepGuard", DeviceGuard)
+    monkeypatch.setattr(trainer, "profit_objective", objective)
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_fit_with_the_device_guard_keeps_the_nan_policy(monkeypatch, tmp_path, capsys, policy):
+    _device_guard_and_poisoned_loss(monkeypatch, at_step=3)
+    code = main(["single", "--config", TINY, "--set", "data.forecast_backend=none", "--stock", "DEMO", "-q",
+                 "--out", str(tmp_path), "--steps", "6", "--set", "training.checkpoint_every=2",
+                 "--set", "training.eval_every=2", "--set", f"training.nan_policy={policy}",
+                 "--set", "paths.run_name=g"])
+    err = capsys.readouterr().err
+    run_dir = tmp_path / "models/finetuned/DEMO/g"
+    if policy == "stop":        # noticed at the next check (step 4), reported at the step it happened
+        assert code == 2 and "training loss became NaN/inf at step 3" in err
+        assert ckpt.read_json(run_dir / "last" / "state.json")["step"] == 2
+    else:
+        assert code == 0, err
+        assert "1 NaN/inf batches skipped" in err
+        assert ckpt.read_json(run_dir / "metadata.json")["nan_skipped"] == 1
+    for path in (run_dir / ckpt.WEIGHTS, run_dir / "last" / "state.safetensors"):
+        assert all(torch.isfinite(t).all() for t in ckpt.load_tensors(path).values() if t.is_floating_point())
+
+
 def test_torchrun_command_drops_nproc():
     command = distributed.torchrun_command(["single", "--nproc", "2", "--stock", "X", "--nproc=3", "--json"], 2)
     assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -150,3 +194,9 @@ def test_forecast_shards_split_the_symbols_over_one_shared_cache(tmp_path, capsy
     assert all(row["computed"] == 0 and row["cache_hits"] == row["windows"] for row in whole["symbols"])
     assert main(args + ["--shard", "2/2"]) == 2
     assert "--shard 2/2" in capsys.readouterr().err
+
+
+def test_other_commands_refuse_torchrun(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["portfolio", "--pairs", "A,B"]) == 2
+    assert "under torchrun only `hftrain single`" in capsys.readouterr().err
