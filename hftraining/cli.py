@@ -405,7 +405,8 @@ def data_show(stock: str = typer.Option(..., "--stock", "-s"), rows: int = typer
 
 @config_app.command("show")
 def config_show(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
-                describe: bool = typer.Option(False, "--describe", help="List every key with its default and meaning.")):
+                describe: bool = typer.Option(False, "--describe",
+                                              help="List every key with its default and meaning.")):
     """Print the resolved config (file + overrides) as YAML."""
     from hftraining.config import describe_fields, load_config, to_yaml
 

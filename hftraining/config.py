@@ -30,7 +30,8 @@ ForecastBackend = Literal["toto", "chronos", "statistical", "none"]
 
 class DataConfig(Section):
     source: Literal["auto", "yahoo", "csv", "synthetic"] = Field(
-        "auto", description="Where bars come from: cache then Yahoo (auto), Yahoo, a CSV folder, or the synthetic market.")
+        "auto",
+        description="Where bars come from: cache then Yahoo (auto), Yahoo, a CSV folder, or the synthetic market.")
     data_dir: Optional[str] = Field(None, description="Folder of <SYMBOL>.csv files for the csv source.")
     symbols: list[str] = Field(["AAPL"], description="Symbols to train on (single uses the first).")
     start: Optional[str] = Field(None, description="First date to load (YYYY-MM-DD); None = all history.")
@@ -127,7 +128,8 @@ class TrackerConfig(Section):
     commission: float = Field(0.0005, ge=0, description="Commission as a fraction of traded notional.")
     slippage: float = Field(0.0005, ge=0, description="Fill price offset from the close, as a fraction.")
     max_position_size: float = Field(1.0, gt=0, le=1.0, description="Largest position as a fraction of equity.")
-    stop_loss: Optional[float] = Field(None, gt=0, lt=1, description="Exit when price moves this fraction against entry.")
+    stop_loss: Optional[float] = Field(
+        None, gt=0, lt=1, description="Exit when price moves this fraction against entry.")
     take_profit: Optional[float] = Field(None, gt=0, description="Exit when price moves this fraction in favour.")
 
 

@@ -97,7 +97,7 @@ def decision_range(panel: Panel, members: list[Member], start: Optional[str], en
     if start is None and end is None:
         tests = [m.run.metadata.get("splits", {}).get("test") for m in members]
         if any(t is None for t in tests):
-            missing = next(m.name for m, t in zip(members, tests) if t is None)
+            missing = next(m.name for m, t in zip(members, tests, strict=True) if t is None)
             raise UserError(f"ensemble: run {missing} records no test range; pass --start and --end")
         start, end = max(t["start"] for t in tests), min(t["end"] for t in tests)
         if start > end:
@@ -194,7 +194,7 @@ def run_ensemble(models: Sequence[str | Path], stock: Optional[str] = None, star
     info = {"run_id": run_id, "kind": "ensemble", "range_from": origin, "in_sample": bool(inside),
             "in_sample_members": inside, "weights": None if weights is None else [float(w) for w in weights],
             "synthetic": any(v == "synthetic" for v in panel.data_source.values()),
-            "members": {name: str(m.run.path) for name, m in zip(per_member, members)}}
+            "members": {name: str(m.run.path) for name, m in zip(per_member, members, strict=True)}}
     # the ensemble is one more try on this symbol: it counts in the Deflated Sharpe's N, and is registered
     trials = TrialScope(cfg.paths.root, [symbol], run_id=run_id)
     report = evaluate_and_report(report_dir, panel, s, decisions, average_predictions(list(per_member.values()),

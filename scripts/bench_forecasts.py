@@ -22,14 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("HFTRAIN_TOTO_ALLOW_CPU", "1")  # tiny Toto on CPU, for the benchmark only
 
-import numpy as np
-import torch
-from tiny_models import random_prices, save_tiny_chronos_bolt, save_tiny_toto
+import numpy as np  # noqa: E402 (sys.path is set above)
+import torch  # noqa: E402
+from tiny_models import random_prices, save_tiny_chronos_bolt, save_tiny_toto  # noqa: E402
 
-from hftraining.atomic import write_json
-from hftraining.config import DataConfig
-from hftraining.forecasting import forecast_features
-from hftraining.forecasting.base import load_backend
+from hftraining.atomic import write_json  # noqa: E402
+from hftraining.config import DataConfig  # noqa: E402
+from hftraining.forecasting import forecast_features  # noqa: E402
+from hftraining.forecasting.base import load_backend  # noqa: E402
 
 L, H = 256, 5
 

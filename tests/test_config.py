@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from hftraining.config import Config, describe_fields, load_config, parse_yaml, to_yaml
 from hftraining.errors import UserError
@@ -33,7 +34,7 @@ def test_guide_fields_exist_typed_and_assignable():
     config.training.learning_rate = 1e-3
     config.profit.transaction_cost_bps = 5
     assert config.profit.transaction_cost_bps == 5.0
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.training.learning_rate = "fast"
 
 

@@ -3,14 +3,13 @@
 import numpy as np
 import pandas as pd
 import pytest
+from test_features import perturb_after
 
 from hftraining.config import load_config
 from hftraining.data.features import compute_features
 from hftraining.data.panel import Scaler, assemble_panel, make_splits, required_bars, symbol_frame, window_ends
 from hftraining.data.synthetic import generate_bars
 from hftraining.errors import UserError
-
-from test_features import perturb_after
 
 
 @pytest.fixture
@@ -54,7 +53,8 @@ def test_scaler_is_fitted_on_training_rows_only(config):
     panel2 = type(panel)(**{**panel.__dict__, "features": changed})
     again = Scaler.fit(panel2, splits.train)
     np.testing.assert_array_equal(scaler.mean, again.mean)
-    np.testing.assert_allclose(scaler.mean[0], panel.features[: splits.train.stop, 0].astype(np.float64).mean(axis=0), rtol=1e-4, atol=1e-9)
+    train_rows = panel.features[: splits.train.stop, 0].astype(np.float64)
+    np.testing.assert_allclose(scaler.mean[0], train_rows.mean(axis=0), rtol=1e-4, atol=1e-9)
 
 
 def test_panel_is_causal_under_future_perturbation(config):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hftraining.config import Config
-from hftraining.data.features import FEATURE_NAMES, adjusted_ohlc, compute_features
+from hftraining.data.features import adjusted_ohlc, compute_features
 from hftraining.errors import UserError
 
 log = logging.getLogger("hftraining")

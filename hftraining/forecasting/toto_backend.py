@@ -168,7 +168,7 @@ class TotoBackend(Backend):
         forecaster = self._forecaster_cls(self.backbone)
         devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
         means, stds = [], []
-        for row, seed in zip(x, seeds):
+        for row, seed in zip(x, seeds, strict=True):
             series = row.unsqueeze(0)  # (1 window, 1 variate, L)
             inputs = self._masked(
                 series=series,
