@@ -139,3 +139,30 @@ def test_cli_portfolio_walk_forward_stitches_one_book(tmp_path, capsys):
     stitched = pd.read_csv(report / "test_returns.csv")
     first = pd.read_csv(tmp_path / "reports" / doc["folds"][0]["run_id"] / "test_returns.csv")
     np.testing.assert_allclose(stitched["net_return"][:len(first)], first["net_return"], rtol=0, atol=1e-12)
+
+
+def test_portfolio_folds_scale_with_the_group_pooled_scaler_of_their_training_rows(tmp_path, monkeypatch):
+    """Each portfolio fold gets portfolio.pooled_scaler (one row for the whole group), fitted on that fold's rows."""
+    from hftraining import portfolio
+    from hftraining.walk_forward import run_walk_forward_portfolio
+
+    seen, real = [], portfolio.run_prepared
+    monkeypatch.setattr(portfolio, "run_prepared",
+                        lambda prepared, *a, **k: seen.append(prepared) or real(prepared, *a, **k))
+    cfg = tiny_config(tmp_path, overrides=["data.source=synthetic", "portfolio.max_steps=2", "portfolio.batch_size=2",
+                                           "portfolio.episode_rebalances=3", "training.eval_every=2"])
+    run_walk_forward_portfolio(["AAA", "BBB"], cfg, retrain_every=51, window="rolling", progress=False)
+    context = cfg.data.context_length
+    assert len(seen) == 2 and seen[1].splits.train.start > seen[0].splits.train.start > 0
+    for prepared in seen:
+        train, scaler = prepared.splits.train, prepared.scaler
+        assert scaler.symbols == ["AAA", "BBB"]
+        np.testing.assert_array_equal(scaler.mean[0], scaler.mean[1])       # pooled: the group shares one row
+        np.testing.assert_array_equal(scaler.std[0], scaler.std[1])
+        noisy = prepared.panel.features.copy()
+        noisy[: train.start - context + 1] += 100.0                          # before the first training window
+        noisy[train.stop:] -= 100.0                                          # validation, test and later
+        again = portfolio.pooled_scaler(replace(prepared.panel, features=noisy), train, context)
+        np.testing.assert_array_equal(again.mean, scaler.mean)
+        np.testing.assert_array_equal(again.std, scaler.std)
+        assert not np.allclose(scaler.mean, Scaler.fit(prepared.panel, train).mean)   # not per-symbol
