@@ -24,7 +24,7 @@ import pandas as pd
 from hftraining import atomic
 from hftraining import checkpoint as ckpt
 from hftraining.baselines import single_asset_baselines
-from hftraining.config import Config, TrackerConfig, _set_dotted, parse_override, parse_yaml, validate
+from hftraining.config import Config, TrackerConfig, apply_overrides, parse_yaml, validate
 from hftraining.data.panel import Panel
 from hftraining.errors import UserError
 from hftraining.evaluation import Simulation, simulate
@@ -138,12 +138,7 @@ def backtest_config(run_config: Config, config_path: Path | None = None, overrid
                 raw[section].update(values)
             else:
                 raw[section] = values
-    for item in overrides or []:
-        key, value = parse_override(item)
-        _set_dotted(raw, key, value, where=f"--set {key}")
-    for key, value in (updates or {}).items():
-        if value is not None:
-            _set_dotted(raw, key, value, where=f"option for {key}")
+    apply_overrides(raw, overrides, updates)
     raw["data"]["end"] = None
     raw["paths"]["run_name"] = None
     return validate(raw, f"{config_path or 'the run config.yaml'} for the backtest")

@@ -302,14 +302,21 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
         raw = parse_yaml(path.read_text(), where=where) or {}
         if not isinstance(raw, dict):
             raise UserError(f"{where}: the config must be a mapping of sections")
+    apply_overrides(raw, overrides, updates)
+    label = where if not overrides else f"{where} with --set overrides"
+    return validate(raw, label)
+
+
+def apply_overrides(raw: dict, overrides: Optional[list[str]] = None,
+                    updates: Optional[dict[str, Any]] = None) -> dict:
+    """Apply `--set KEY=VALUE` items, then CLI-flag updates (None = not given), to a raw config tree."""
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(raw, key, value, where=f"--set {key}")
     for key, value in (updates or {}).items():
         if value is not None:
             _set_dotted(raw, key, value, where=f"option for {key}")
-    label = where if not overrides else f"{where} with --set overrides"
-    return validate(raw, label)
+    return raw
 
 
 def to_yaml(config: Config) -> str:

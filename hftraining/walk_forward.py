@@ -279,7 +279,7 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
     fold_rows = [{"fold": fold.index, "run_id": run.summary["run_id"], "run_dir": str(run.run_dir),
                   "train": _span(panel, fold.train), "val": _span(panel, fold.val), "test": _span(panel, fold.test),
                   "best_step": run.fit.best_step, "validation": _clean(run.fit.best_metrics),
-                  "test_metrics": run.summary["test"]} for fold, run in zip(folds, runs)]
+                  "test_metrics": run.summary["test"]} for fold, run in zip(folds, runs, strict=True)]
     atomic.write_json(report_dir / "walk_forward.json", {
         "group_id": group_id, "symbols": symbols, "window": window, "retrain_every": step, "embargo": folds[0].embargo,
         "synthetic": synthetic, "folds": fold_rows,
@@ -289,7 +289,7 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
                "test_end": report["test_end"], "test_bars": report["test_bars"], "test": report["model"],
                "baselines": report["baselines"], "fold_runs": [r.summary["run_id"] for r in runs]}
     fold_results = [FoldResult(fold, run.summary["run_id"], run.run_dir, run.test.targets, run.fit.best_metrics,
-                               run.summary["test"], run.fit.best_step) for fold, run in zip(folds, runs)]
+                               run.summary["test"], run.fit.best_step) for fold, run in zip(folds, runs, strict=True)]
     return WalkForwardResult(group_id, report_dir, fold_results, stitched, summary)
 
 
@@ -302,7 +302,7 @@ def run_portfolio_walk_forward_command(pairs, base_run=None, config=None, set_=N
     from hftraining.layout import parse_symbols
 
     groups = [parse_symbols(value) for value in pairs]
-    for value, group in zip(pairs, groups):
+    for value, group in zip(pairs, groups, strict=True):
         if len(group) < 2:
             raise UserError(f"--pairs {value}: a group needs at least two different symbols, e.g. AAPL,MSFT")
     cfg = build_config(config, set_, out, source, data_dir, start, end, None, device, seed, forecast_backend,
