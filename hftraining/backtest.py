@@ -304,21 +304,26 @@ def significance_line(summary: dict) -> str:
             f"{num(costs.get('break_even_bps'), '.1f')} bps ({costs.get('break_even_how', '-')})")
 
 
+def print_backtest_table(console, title: str, result, rows: dict, keys: list[str] | None = None) -> None:
+    """The part every backtest printout shares: a flagged title, the in-sample warning, the table, significance."""
+    s = result.summary
+    flags = (" [bold red](SYNTHETIC market)[/]" if s.get("synthetic") else "") + (
+        " [bold yellow]IN SAMPLE[/]" if result.in_sample else "")
+    console.print(f"\n[bold]backtest {title}[/]{flags} {result.start} .. {result.end} ({s['test_bars']} bars, "
+                  f"net of {s['cost_per_turnover'] * 1e4:g} bps per unit turnover)")
+    if result.in_sample:
+        console.print(f"[yellow]IN SAMPLE: overlaps the model's {' and '.join(result.overlap)}[/]")
+    console.print(format_table(rows, keys), markup=False, highlight=False, soft_wrap=True)
+    console.print(significance_line(s), markup=False, highlight=False)
+
+
 def print_backtest(result: BacktestResult, console=None) -> None:
     from rich.console import Console
 
     console = console or Console(stderr=True)
     s = result.summary
-    flags = (" [bold red](SYNTHETIC market)[/]" if s.get("synthetic") else "") + (
-        " [bold yellow]IN SAMPLE[/]" if result.in_sample else "")
-    console.print(f"\n[bold]backtest {result.symbol}[/]{flags} {result.start} .. {result.end} ({s['test_bars']} bars, "
-                  f"net of {s['cost_per_turnover'] * 1e4:g} bps per unit turnover, forecaster: "
-                  f"{s['forecast_backend']})")
-    if result.in_sample:
-        console.print(f"[yellow]IN SAMPLE: overlaps the model's {' and '.join(result.overlap)}[/]")
-    console.print(format_table({"model": s["model"], **s["baselines"]}), markup=False, highlight=False, soft_wrap=True)
-    console.print(significance_line(s), markup=False, highlight=False)
-    console.print(f"report: {result.html or result.report_dir}")
+    print_backtest_table(console, result.symbol, result, {"model": s["model"], **s["baselines"]})
+    console.print(f"forecaster: {s['forecast_backend']}\nreport: {result.html or result.report_dir}")
 
 
 def run_backtest_command(model, stock=None, cost_bps=None, config=None, set_=None, out=None, source=None,

@@ -519,11 +519,11 @@ def backtest_portfolio(model_dir, *args, **kwargs):
 
 # --- the CLI command ---------------------------------------------------------------------------------
 
-def run_portfolio_command(pairs, base_run=None, config=None, set_=None, out=None, source=None, data_dir=None,
-                          start=None, end=None, steps=None, device=None, seed=None, forecast_backend=None,
-                          json_=False, quiet=False, **_) -> list[PortfolioRun]:
-    """`hftrain portfolio --pairs A,B [--pairs C,D,E]`: one model per group; --steps sets portfolio.max_steps."""
-    from hftraining.cli import build_config, emit_json
+def group_configs(pairs, config=None, set_=None, out=None, source=None, data_dir=None, start=None, end=None,
+                  steps=None, device=None, seed=None, forecast_backend=None) -> list[tuple[list[str], Config]]:
+    """`--pairs A,B --pairs C,D,E` -> (group, config) per group; --steps sets portfolio.max_steps and a
+    run name is suffixed with the group when there are several, so groups never share a run folder."""
+    from hftraining.cli import build_config
 
     groups = []
     for value in pairs:
@@ -533,11 +533,24 @@ def run_portfolio_command(pairs, base_run=None, config=None, set_=None, out=None
         groups.append(group)
     cfg = build_config(config, set_, out, source, data_dir, start, end, None, device, seed, forecast_backend,
                        symbols=groups[0], extra={"portfolio.max_steps": steps})
-    runs = []
+    out_configs = []
     for group in groups:
         group_cfg = cfg.model_copy(deep=True)
         if cfg.paths.run_name and len(groups) > 1:
             group_cfg.paths.run_name = f"{cfg.paths.run_name}-{'_'.join(group)}"
+        out_configs.append((group, group_cfg))
+    return out_configs
+
+
+def run_portfolio_command(pairs, base_run=None, config=None, set_=None, out=None, source=None, data_dir=None,
+                          start=None, end=None, steps=None, device=None, seed=None, forecast_backend=None,
+                          json_=False, quiet=False, **_) -> list[PortfolioRun]:
+    """`hftrain portfolio --pairs A,B [--pairs C,D,E]`: one model per group."""
+    from hftraining.cli import emit_json
+
+    runs = []
+    for group, group_cfg in group_configs(pairs, config, set_, out, source, data_dir, start, end, steps, device,
+                                          seed, forecast_backend):
         start_time = time.time()
         run = run_portfolio(group, group_cfg, base_run=base_run, progress=not quiet)
         run.summary["seconds"] = round(time.time() - start_time, 1)

@@ -29,7 +29,7 @@ from hftraining.backtest import (
     backtest_config,
     decision_range,
     in_sample_overlap,
-    significance_line,
+    print_backtest_table,
     with_cost,
 )
 from hftraining.data.panel import build_panel
@@ -44,7 +44,6 @@ from hftraining.portfolio import (
     write_portfolio_report,
 )
 from hftraining.portfolio_sim import PortfolioSim, baselines, simulate_portfolio
-from hftraining.report import format_table
 from hftraining.significance import (
     DEFAULT_COSTS_BPS,
     cost_sensitivity,
@@ -181,15 +180,7 @@ def print_portfolio_backtest(result: PortfolioBacktest, console=None) -> None:
 
     console = console or Console(stderr=True)
     s = result.summary
-    flags = (" [bold red](SYNTHETIC market)[/]" if s.get("synthetic") else "") + (
-        " [bold yellow]IN SAMPLE[/]" if result.in_sample else "")
-    console.print(f"\n[bold]backtest portfolio {s['symbol']}[/]{flags} {result.start} .. {result.end} "
-                  f"({s['test_bars']} bars, rebalance every {s['rebalance_every']}, net of "
-                  f"{s['cost_per_turnover'] * 1e4:g} bps per unit turnover)")
-    if result.in_sample:
-        console.print(f"[yellow]IN SAMPLE: overlaps the model's {' and '.join(result.overlap)}[/]")
-    console.print(format_table({"policy": s["model"], **s["baselines"]}, TABLE_KEYS),
-                  markup=False, highlight=False, soft_wrap=True)
-    console.print(significance_line(s), markup=False, highlight=False)
+    print_backtest_table(console, f"portfolio {s['symbol']} (rebalance every {s['rebalance_every']})", result,
+                         {"policy": s["model"], **s["baselines"]}, TABLE_KEYS)
     weights = ", ".join(f"{k} {v:.2f}" for k, v in s["mean_weights"].items())
     console.print(f"mean target weights: {weights}\nreport: {result.html or result.report_dir}")

@@ -298,20 +298,12 @@ def run_portfolio_walk_forward_command(pairs, base_run=None, config=None, set_=N
                                        forecast_backend=None, json_=False, quiet=False, retrain_every=None,
                                        walk_forward_window=None, **_) -> list[WalkForwardResult]:
     """CLI glue for `hftrain portfolio --pairs A,B --walk-forward` (one walk-forward per group)."""
-    from hftraining.cli import build_config, emit_json
-    from hftraining.layout import parse_symbols
+    from hftraining.cli import emit_json
+    from hftraining.portfolio import group_configs
 
-    groups = [parse_symbols(value) for value in pairs]
-    for value, group in zip(pairs, groups, strict=True):
-        if len(group) < 2:
-            raise UserError(f"--pairs {value}: a group needs at least two different symbols, e.g. AAPL,MSFT")
-    cfg = build_config(config, set_, out, source, data_dir, start, end, None, device, seed, forecast_backend,
-                       symbols=groups[0], extra={"portfolio.max_steps": steps})
     results = []
-    for group in groups:
-        group_cfg = cfg.model_copy(deep=True)
-        if cfg.paths.run_name and len(groups) > 1:
-            group_cfg.paths.run_name = f"{cfg.paths.run_name}-{'_'.join(group)}"
+    for group, group_cfg in group_configs(pairs, config, set_, out, source, data_dir, start, end, steps, device,
+                                          seed, forecast_backend):
         result = run_walk_forward_portfolio(group, group_cfg, retrain_every or 252, walk_forward_window or "expanding",
                                             base_run, progress=not quiet)
         print_walk_forward(result)

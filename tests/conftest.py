@@ -16,3 +16,14 @@ def real_data_dir() -> Path:
     if not folder.is_dir() or not any(folder.glob("*.csv")):
         pytest.skip(f"no real data folder at {folder}")
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models are overhead-bound; one torch thread avoids OpenMP stalls when CI shares its cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
