@@ -33,7 +33,8 @@ $(VENV)/.toto-installed: $(VENV)/.installed
 	touch $@
 
 demo: setup
-	$(VENV)/bin/hftrain single --stock DEMO --source synthetic --config configs/default.yaml --set data.forecast_backend=statistical
+	$(VENV)/bin/hftrain single --stock DEMO --source synthetic --config configs/default.yaml \
+	  --set data.synthetic_bars=5000 --set data.synthetic_edge=2 --set data.forecast_backend=statistical
 
 test: setup-toto
 	$(PY) -m pytest -q $(PYTEST_ARGS)
