@@ -35,6 +35,11 @@ PROFIT_KEYS = ["total_return", "sharpe_ratio", "win_rate", "max_drawdown", "trad
 class TrainingDiverged(UserError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
 
+    @classmethod
+    def at(cls, step: int, run_dir: Path) -> "TrainingDiverged":
+        return cls(f"training loss became NaN/inf at step {step}; stopped, the last good checkpoint is kept in "
+                   f"{run_dir} (lower training.learning_rate, or set training.nan_policy=skip)")
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -260,9 +265,7 @@ def fit(job: TrainingJob) -> FitResult:
             if not guard.allows_step(mean_loss, step):  # NaN must never reach the weights (CUDA: checked on device)
                 optimizer.zero_grad(set_to_none=True)
                 if tcfg.nan_policy == "stop":
-                    raise TrainingDiverged(
-                        f"training loss became NaN/inf at step {step + 1}; stopped, the last good checkpoint "
-                        f"is kept in {job.run_dir} (lower training.learning_rate, or set training.nan_policy=skip)")
+                    raise TrainingDiverged.at(step + 1, job.run_dir)
                 state["nan_skipped"] += 1
                 log.warning("step %d: NaN/inf loss, batch skipped (%d so far)", step + 1, state["nan_skipped"])
             else:                                       # a skipped step still evaluates and checkpoints on time
@@ -276,9 +279,7 @@ def fit(job: TrainingJob) -> FitResult:
             if guard.on_device and (evaluating or step % tcfg.log_every == 0 or step % tcfg.checkpoint_every == 0):
                 skipped, first_bad = guard.collect()     # the device path's only host sync
                 if skipped and tcfg.nan_policy == "stop":
-                    raise TrainingDiverged(
-                        f"training loss became NaN/inf at step {first_bad}; stopped, the last good checkpoint "
-                        f"is kept in {job.run_dir} (lower training.learning_rate, or set training.nan_policy=skip)")
+                    raise TrainingDiverged.at(first_bad, job.run_dir)
                 if skipped:
                     state["nan_skipped"] += skipped
                     log.warning("step %d: %d NaN/inf batches skipped since the last check (%d so far)", step,
