@@ -3,7 +3,13 @@
 __version__ = "0.1.0"
 
 _LAZY = {"backtest_model": "hftraining.backtest",
-         "train_single_stock_with_profit": "hftraining.train_with_profit"}
+         "train_single_stock_with_profit": "hftraining.train_with_profit",
+         "BaseModelTrainer": "hftraining.base_model_trainer",
+         "ProfitTracker": "hftraining.tracker",
+         "Config": "hftraining.config",
+         "PortfolioRLConfig": "hftraining.config",
+         "load_config": "hftraining.config"}
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):
