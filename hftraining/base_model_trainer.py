@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from hftraining import atomic
+from hftraining import atomic, distributed
 from hftraining import checkpoint as ckpt
 from hftraining.config import Config
 from hftraining.errors import UserError
@@ -64,21 +64,30 @@ def train_base(symbols: list[str], config: Config, steps: int | None = None, run
     layout = Layout.at(config.paths.root)
     layout.ensure_writable()
     resolve_device(config.training.device)
-    prepared = prepare(symbols, config, progress=progress)
-    run_id = run_id or config.paths.run_name or new_run_id()
-    run_dir = claim_run_dir(layout.base_model(run_id))
+    ctx = distributed.context()             # under torchrun: rank 0 builds the data first, alone writes files
+    prepared = distributed.main_first(lambda: prepare(symbols, config, progress=progress))
+    run_id = distributed.broadcast(run_id or config.paths.run_name or new_run_id())
     tb_dir = layout.tensorboard("base", run_id)
-    meta = run_metadata("base", run_id, config, prepared, steps=config.training.max_steps,
-                        batch_size=config.training.batch_size, learning_rate=config.training.learning_rate)
-    ckpt.save_run_files(run_dir, config, prepared.scaler, meta)
+    tcfg = config.training
+    meta = run_metadata("base", run_id, config, prepared, steps=tcfg.max_steps,
+                        batch_size=tcfg.batch_size, learning_rate=tcfg.learning_rate, world_size=ctx.world_size,
+                        global_batch_size=tcfg.batch_size * tcfg.grad_accum_steps * ctx.world_size)
+
+    def claim() -> Path:
+        folder = claim_run_dir(layout.base_model(run_id))
+        ckpt.save_run_files(folder, config, prepared.scaler, meta)
+        return folder
+
+    run_dir = distributed.on_main(claim)
     job = TrainingJob(config=config, panel=prepared.panel, splits=prepared.splits, scaler=prepared.scaler,
                       run_dir=run_dir, tensorboard_dir=tb_dir, kind="base",
                       learning_rate=config.training.learning_rate, max_steps=config.training.max_steps,
                       metadata=meta, progress=progress, on_step=on_step)
     result = fit(job)
-    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
-                         steps_done=result.steps_done, stopped_early=result.stopped_early,
-                         device=result.device, validation=result.best_metrics)
+    if ctx.is_main:
+        ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
+                             steps_done=result.steps_done, stopped_early=result.stopped_early,
+                             device=result.device, validation=result.best_metrics)
     return BaseRun(run_id, run_dir, result.best_path, tb_dir, result.model, result, prepared)
 
 
@@ -154,33 +163,56 @@ class BasePipelineRun:
 def scratch_model(symbol: str, prepared: Prepared, config: Config, run_id: str, progress: bool):
     """A single-stock model from random weights on the same bars: does the base help at all?"""
     layout = Layout.at(config.paths.root)
-    run_dir = claim_run_dir(layout.finetuned_model(symbol, run_id))
     meta = run_metadata("single", run_id, config, prepared, compared_with="base fine-tune")
-    ckpt.save_run_files(run_dir, config, prepared.scaler, meta)
+
+    def claim() -> Path:
+        folder = claim_run_dir(layout.finetuned_model(symbol, run_id))
+        ckpt.save_run_files(folder, config, prepared.scaler, meta)
+        return folder
+
+    run_dir = distributed.on_main(claim)
     job = TrainingJob(config=config, panel=prepared.panel, splits=prepared.splits, scaler=prepared.scaler,
                       run_dir=run_dir, tensorboard_dir=layout.tensorboard("finetuned", run_id, [symbol]),
                       kind=f"single {symbol}", learning_rate=config.training.learning_rate,
                       max_steps=config.training.max_steps, metadata=meta, progress=progress)
     result = fit(job)
-    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
-                         steps_done=result.steps_done, validation=result.best_metrics)
+    if distributed.context().is_main:
+        ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
+                             steps_done=result.steps_done, validation=result.best_metrics)
     return result.model, run_dir
 
 
 def run_base_pipeline(symbols: list[str], config: Config, finetune: bool = True,
                       base_steps: int | None = None, finetune_epochs: int | None = None,
                       compare_single: bool = False, progress: bool = True) -> BasePipelineRun:
-    """The whole `hftrain base` job. Fine-tunes use the stock's slice of the base panel: same test bars."""
+    """The whole `hftrain base` job. Fine-tunes use the stock's slice of the base panel: same test bars.
+
+    Under torchrun every rank trains its slice of each batch of every stage (hftraining.distributed);
+    rank 0 alone writes the run folders and the report, and only its BasePipelineRun carries report/summary.
+    """
+    device = resolve_device(config.training.device)    # fail before loading data on a bad device
+    with distributed.session(device) as ctx:
+        return _run_base_pipeline(symbols, config, finetune, base_steps, finetune_epochs, compare_single,
+                                  progress and ctx.is_main, ctx)
+
+
+def _run_base_pipeline(symbols: list[str], config: Config, finetune: bool, base_steps: int | None,
+                       finetune_epochs: int | None, compare_single: bool, progress: bool,
+                       ctx: distributed.Context) -> BasePipelineRun:
     single_config = config.model_copy(deep=True)
-    run_id = config.paths.run_name or new_run_id()
+    run_id = distributed.broadcast(config.paths.run_name or new_run_id())
     layout = Layout.at(config.paths.root)
     planned = [layout.base_model(run_id), layout.report(run_id)]
     for symbol in parse_symbols(symbols):
         planned += [layout.finetuned_model(symbol, run_id)] if finetune else []
         planned += [layout.finetuned_model(symbol, f"{run_id}-scratch")] if compare_single else []
-    taken = [str(p) for p in planned if p.exists()]
-    if taken:                                           # say so now, not after the base has trained
-        raise UserError(f"run {run_id}: {taken[0]} already exists; pick another --set paths.run_name")
+
+    def check_free() -> None:                           # say so now, not after the base has trained
+        taken = [str(p) for p in planned if p.exists()]
+        if taken:
+            raise UserError(f"run {run_id}: {taken[0]} already exists; pick another --set paths.run_name")
+
+    distributed.on_main(check_free)
     base = train_base(symbols, config, steps=base_steps, run_id=run_id, progress=progress)
     panel = base.prepared.panel
     finetuned: dict[str, FinetuneRun] = {}
@@ -203,8 +235,11 @@ def run_base_pipeline(symbols: list[str], config: Config, finetune: bool = True,
             models["single"], single_dir = scratch_model(symbol, stock, single_cfg, f"{base.run_id}-scratch",
                                                          progress)
             runs[symbol]["single"] = str(single_dir)
-        sims[symbol] = simulate_test_range(models, stock, config)
+        if ctx.is_main:
+            sims[symbol] = simulate_test_range(models, stock, config)
     report_dir = layout.report(base.run_id)
+    if not ctx.is_main:                                 # rank 0 writes the report
+        return BasePipelineRun(base, finetuned, report_dir, {}, {})
     info = {**report_info(base.run_id, config, base.prepared), "base_run": str(base.run_dir),
             "symbols": panel.symbols}
     report = write_comparison(report_dir, sims, info, runs)
@@ -220,8 +255,24 @@ def run_base_pipeline(symbols: list[str], config: Config, finetune: bool = True,
 
 def run_finetune(symbol: str, base: str | Path, config: Config | None = None, epochs: int | None = None,
                  steps: int | None = None, progress: bool = True):
-    """The whole `hftrain finetune` job: fine-tune, then compare with the base alone and buy-and-hold."""
-    ft = finetune_stock(symbol, base, config=config, epochs=epochs, steps=steps, progress=progress)
+    """The whole `hftrain finetune` job: fine-tune, then compare with the base alone and buy-and-hold.
+
+    Under torchrun every rank trains its slice of each batch; rank 0 alone writes the run folder and the
+    report, and the other ranks return empty report and summary dicts.
+    """
+    if config is None:
+        config = finetune_config_from_base(base_run_dir(base))
+    device = resolve_device(config.training.device)    # fail before loading data on a bad device
+    with distributed.session(device) as ctx:
+        ft = finetune_stock(symbol, base, config=config, epochs=epochs, steps=steps,
+                            progress=progress and ctx.is_main)
+        if not ctx.is_main:
+            return ft, {}, {}
+    return _finetune_report(ft)
+
+
+def _finetune_report(ft: FinetuneRun):
+    """Rank 0's (or the only process's) comparison of the fine-tune with the base alone and buy-and-hold."""
     config = ft.config
     report_dir = Layout.at(config.paths.root).report(ft.run_id)
     models = {"finetuned": ft.model, "base": ft.base_model}
@@ -340,6 +391,8 @@ def run_base_command(stocks, finetune, base_steps, finetune_epochs, batch_size, 
     run = run_base_pipeline(cfg.data.symbols, cfg, finetune=finetune, base_steps=base_steps,
                             finetune_epochs=finetune_epochs, compare_single=compare_single,
                             progress=not quiet)
+    if not distributed.is_main_process():           # under torchrun rank 0 alone prints
+        return
     _print("\n" + format_report(run.report))
     _print(f"base: {run.base.run_dir}\nreport: {run.report_dir}\n"
            f"tensorboard: tensorboard --logdir {Layout.at(cfg.paths.root).root / 'tensorboard'}")
@@ -363,6 +416,8 @@ def run_finetune_command(stock, base_run, epochs, config, set_, out, source, dat
     else:
         cfg = build_config(config, set_, out, source, data_dir, start, end, None, device, seed)
     _, report, summary = run_finetune(stock, base_dir, cfg, epochs=epochs, steps=steps, progress=not quiet)
+    if not distributed.is_main_process():           # under torchrun rank 0 alone prints
+        return
     _print("\n" + format_report(report))
     _print(f"run: {summary['run_dir']}\nreport: {summary['report_dir']}")
     if json_:

@@ -211,9 +211,13 @@ def base(
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
     end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
-    quiet: bool = QuietOpt,
+    quiet: bool = QuietOpt, nproc: Optional[int] = NprocOpt,
 ):
     """Train one base model on many stocks, then fine-tune it per stock."""
+    if nproc is not None and nproc > 1:
+        from hftraining.distributed import relaunch
+
+        raise typer.Exit(relaunch(STATE["argv"], nproc, device or "auto"))
     try:
         from hftraining.base_model_trainer import run_base_command
     except ImportError:
@@ -230,8 +234,13 @@ def finetune_cmd(
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
     end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt, json_: bool = JsonOpt, quiet: bool = QuietOpt,
+    nproc: Optional[int] = NprocOpt,
 ):
     """Fine-tune a base model on one stock."""
+    if nproc is not None and nproc > 1:
+        from hftraining.distributed import relaunch
+
+        raise typer.Exit(relaunch(STATE["argv"], nproc, device or "auto"))
     try:
         from hftraining.base_model_trainer import run_finetune_command
     except ImportError:
@@ -498,9 +507,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     setup_logging(debug)
     try:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and argv[:1] not in (["single"], ["forecast"]):
-            raise UserError("under torchrun only `hftrain single` (data-parallel training) and `hftrain forecast` "
-                            "(one shard of the symbols per rank) run; start other commands as one process")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and argv[:1] not in (["single"], ["base"], ["finetune"],
+                                                                            ["forecast"]):
+            raise UserError("under torchrun only `hftrain single`, `hftrain base` and `hftrain finetune` "
+                            "(data-parallel training) and `hftrain forecast` (one shard of the symbols per rank) "
+                            "run; start other commands as one process")
         app(args=expand_multi_value(argv), prog_name="hftrain", standalone_mode=False)
     except UserError as exc:
         if debug:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hftraining import checkpoint as ckpt
+from hftraining import distributed
 from hftraining.config import Config, load_config
 from hftraining.data.panel import Panel, Splits, build_panel
 from hftraining.errors import UserError
@@ -184,7 +185,8 @@ def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, 
     layout = Layout.at(config.paths.root)
     layout.ensure_writable()
 
-    panel, splits = data if data is not None else load_stock(symbol, config, base_files.metadata, progress)
+    panel, splits = data if data is not None else distributed.main_first(
+        lambda: load_stock(symbol, config, base_files.metadata, progress))
     check_compatible(base_dir, base_files.config, config, base_files.scaler.feature_names,
                      panel.feature_names)
     scaler = base_files.scaler
@@ -193,12 +195,12 @@ def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, 
         log.warning("%s: the base run %s never saw this symbol; scaling it with the base's pooled statistics",
                     symbol, base_dir.name)
     epochs = epochs if epochs is not None else config.training.finetune_epochs
-    n_steps = steps or finetune_steps(epochs, len(splits.train), config.training.batch_size)
+    ctx = distributed.context()             # under torchrun each rank trains batch_size windows of each step
+    n_steps = steps or finetune_steps(epochs, len(splits.train), config.training.batch_size * ctx.world_size)
     config = with_schedule(config, n_steps, evaluations=FINETUNE_EVALUATIONS)
     prepared = Prepared(panel, splits, scaler)
 
-    run_id = run_id or config.paths.run_name or new_run_id()
-    run_dir = claim_run_dir(layout.finetuned_model(symbol, run_id))
+    run_id = distributed.broadcast(run_id or config.paths.run_name or new_run_id())
     tb_dir = layout.tensorboard("finetuned", run_id, [symbol])
     stats = "pooled over the base's symbols (symbol not in the base)" if pooled else f"{symbol} (base)"
     meta = run_metadata(
@@ -207,16 +209,25 @@ def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, 
         base_symbols=base_files.metadata.get("symbols", scaler.symbols),
         scaler={"from": str(base_dir / ckpt.SCALER), "stats": stats},
         symbol_in_base=not pooled, epochs=None if steps else epochs, steps=n_steps,
-        learning_rate=config.training.finetune_learning_rate, batch_size=config.training.batch_size)
-    ckpt.save_run_files(run_dir, config, scaler, meta)
+        learning_rate=config.training.finetune_learning_rate, batch_size=config.training.batch_size,
+        world_size=ctx.world_size,
+        global_batch_size=config.training.batch_size * config.training.grad_accum_steps * ctx.world_size)
+
+    def claim() -> Path:                    # rank 0 alone claims and writes the run folder
+        folder = claim_run_dir(layout.finetuned_model(symbol, run_id))
+        ckpt.save_run_files(folder, config, scaler, meta)
+        return folder
+
+    run_dir = distributed.on_main(claim)
     job = TrainingJob(config=config, panel=panel, splits=splits, scaler=scaler, run_dir=run_dir,
                       tensorboard_dir=tb_dir, kind=f"finetune {symbol}",
                       learning_rate=config.training.finetune_learning_rate, max_steps=n_steps, metadata=meta,
                       init_weights=base_files.weights, progress=progress, on_step=on_step)
     result = fit(job)
-    meta = ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
-                                steps_done=result.steps_done, stopped_early=result.stopped_early,
-                                device=result.device, validation=result.best_metrics)
+    if ctx.is_main:                         # the other ranks keep the in-memory metadata
+        meta = ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
+                                    steps_done=result.steps_done, stopped_early=result.stopped_early,
+                                    device=result.device, validation=result.best_metrics)
     base_model = load_model(config, len(panel.feature_names), base_files.weights, base_dir)  # same shape
     return FinetuneRun(symbol, run_id, run_dir, result.best_path, tb_dir, result.model, base_model, result,
                        prepared, config, meta)

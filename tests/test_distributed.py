@@ -60,6 +60,45 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path, capsys
     np.testing.assert_allclose(pos_ddp, pos_one, atol=1e-4)
 
 
+def _base_args(out: Path, batch: int) -> list[str]:
+    return ["base", "--stocks", "AAA,BBB", "--source", "synthetic", "--config", TINY, "--no-finetune",
+            "--set", "data.forecast_backend=none", "--set", "data.synthetic_bars=400", "--batch-size", str(batch),
+            "--steps", "10", "--device", "cpu", "--seed", "3", "--set", "paths.run_name=r", "--out", str(out),
+            "--json", "-q"]
+
+
+@pytest.mark.slow
+def test_base_on_two_gloo_ranks_equals_one_process_with_the_global_batch(tmp_path, capsys):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run([sys.executable, "-m", "hftraining", *_base_args(tmp_path / "ddp", 8),
+                               "--nproc", "2"], capture_output=True, text=True, env=env, timeout=240)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    json_lines = [line for line in launched.stdout.splitlines() if line.startswith("{")]
+    assert len(json_lines) == 1                                      # rank 0 alone prints
+    ddp = json.loads(json_lines[0])
+    assert main(_base_args(tmp_path / "one", 16)) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    ddp_dir, one_dir = Path(ddp["base_run"]), Path(one["base_run"])
+    assert [p.name for p in ddp_dir.parent.iterdir()] == ["r"]       # one run folder, one report
+    assert [p.name for p in Path(ddp["report_dir"]).parent.iterdir()] == ["r"]
+    assert (Path(ddp["report_dir"]) / "report.json").is_file()
+    meta = json.loads((ddp_dir / "metadata.json").read_text())
+    assert meta["world_size"] == 2 and meta["global_batch_size"] == 16 and meta["status"] == "completed"
+    a = load_file(ddp_dir / "last" / "state.safetensors")
+    b = load_file(one_dir / "last" / "state.safetensors")
+    for key in (k for k in b if k.startswith("model.")):
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+    a, b = load_file(ddp_dir / ckpt.WEIGHTS), load_file(one_dir / ckpt.WEIGHTS)     # the selected base weights
+    assert a.keys() == b.keys()
+    for key in b:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+    for symbol in ("AAA", "BBB"):
+        for key in ("sharpe_ratio", "total_return"):
+            assert ddp["stocks"][symbol]["base"][key] == pytest.approx(one["stocks"][symbol]["base"][key],
+                                                                       rel=1e-3, abs=1e-6)
+
+
 def test_ranks_slice_one_global_batch():
     x = torch.zeros(50, 3, 2)
     ends = np.array([[t, s] for t in range(10, 50) for s in range(3)])
