@@ -117,6 +117,25 @@ def _day(value: str | None, flag: str) -> pd.Timestamp | None:
         raise UserError(f"{flag} {value!r}: expected a date YYYY-MM-DD") from None
 
 
+def backtest_setup(run: ckpt.RunFiles, start_date, end_date, cost_bps, config_path, overrides, source, data_dir,
+                   device) -> tuple[pd.Timestamp | None, pd.Timestamp | None, Config]:
+    """The checked date range and the config a backtest of `run` uses (single-stock and portfolio alike)."""
+    start, end = _day(start_date, "--start"), _day(end_date, "--end")
+    if start is not None and end is not None and start > end:
+        raise UserError(f"--start {start_date} is after --end {end_date}")
+    if cost_bps is not None and cost_bps < 0:
+        raise UserError(f"--cost-bps {cost_bps}: a cost cannot be negative")
+    if source is None and data_dir is not None:
+        source = "csv"
+    used = {info.get("backend", "none") for info in (run.metadata.get("forecast") or {}).values()}
+    config = backtest_config(run.config, config_path, overrides, {
+        "data.source": source, "data.data_dir": str(data_dir) if data_dir else None,
+        "training.device": device}, forecast_backend=used.pop() if len(used) == 1 else None)
+    if cost_bps is not None:
+        config.tracker = with_cost(config.tracker, cost_bps)
+    return start, end, config
+
+
 def backtest_config(run_config: Config, config_path: Path | None = None, overrides: list[str] | None = None,
                     updates: dict | None = None, forecast_backend: str | None = None) -> Config:
     """The run's config, then a --config file, --set overrides and flag updates on top.
@@ -214,19 +233,8 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
     if run.metadata.get("kind") == "portfolio":
         return _portfolio_backtest(model_dir, start_date, end_date, cost_bps, config_path=config_path,
                                    overrides=overrides, source=source, data_dir=data_dir, device=device, out=out)
-    start, end = _day(start_date, "--start"), _day(end_date, "--end")
-    if start is not None and end is not None and start > end:
-        raise UserError(f"--start {start_date} is after --end {end_date}")
-    if source is None and data_dir is not None:
-        source = "csv"
-    used = {info.get("backend", "none") for info in (run.metadata.get("forecast") or {}).values()}
-    config = backtest_config(run.config, config_path, overrides, {
-        "data.source": source, "data.data_dir": str(data_dir) if data_dir else None,
-        "training.device": device}, forecast_backend=used.pop() if len(used) == 1 else None)
-    if cost_bps is not None:
-        if cost_bps < 0:
-            raise UserError(f"--cost-bps {cost_bps}: a cost cannot be negative")
-        config.tracker = with_cost(config.tracker, cost_bps)
+    start, end, config = backtest_setup(run, start_date, end_date, cost_bps, config_path, overrides, source,
+                                        data_dir, device)
     trained_on = list(run.metadata.get("symbols") or run.scaler.symbols)
     if stock is None:
         if len(trained_on) != 1:

@@ -26,14 +26,12 @@ from hftraining.backtest import (
     _check_features,
     _day,
     _output_root,
-    backtest_config,
+    backtest_setup,
     decision_range,
     in_sample_overlap,
     print_backtest_table,
-    with_cost,
 )
 from hftraining.data.panel import build_panel
-from hftraining.errors import UserError
 from hftraining.layout import Layout, new_run_id
 from hftraining.portfolio import (
     TABLE_KEYS,
@@ -88,19 +86,8 @@ def backtest_portfolio(model_dir, start_date=None, end_date=None, cost_bps=None,
     """
     model_dir = Path(model_dir)
     run = ckpt.open_run(model_dir)
-    start, end = _day(start_date, "--start"), _day(end_date, "--end")
-    if start is not None and end is not None and start > end:
-        raise UserError(f"--start {start_date} is after --end {end_date}")
-    if cost_bps is not None and cost_bps < 0:
-        raise UserError(f"--cost-bps {cost_bps}: a cost cannot be negative")
-    if source is None and data_dir is not None:
-        source = "csv"
-    used = {info.get("backend", "none") for info in (run.metadata.get("forecast") or {}).values()}
-    config = backtest_config(run.config, config_path, overrides, {
-        "data.source": source, "data.data_dir": str(data_dir) if data_dir else None,
-        "training.device": device}, forecast_backend=used.pop() if len(used) == 1 else None)
-    if cost_bps is not None:
-        config.tracker = with_cost(config.tracker, cost_bps)
+    start, end, config = backtest_setup(run, start_date, end_date, cost_bps, config_path, overrides, source,
+                                        data_dir, device)
     symbols = list(run.metadata.get("symbols") or run.scaler.symbols)
     if start is None:
         test = (run.metadata.get("splits") or {}).get("test")
