@@ -147,7 +147,7 @@ def save_training_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.
     # The counters travel inside the tensor file's header: one atomic rename commits the whole state,
     # so a kill between two writes can never pair step-N tensors with step-M counters.
     save_tensors(last / "state.safetensors", tensors, metadata={"state": json.dumps(record, default=str)})
-    atomic.write_json(last / "state.json", record)       # the same record, for people and find_resumable
+    atomic.write_json(last / "state.json", record)       # the same record, readable by people
 
 
 def load_training_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -177,9 +177,3 @@ def load_training_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
     return state
-
-
-def find_resumable(run_dir: Optional[Path]) -> Optional[Path]:
-    if run_dir is not None and (run_dir / LAST / "state.json").is_file():
-        return run_dir
-    return None

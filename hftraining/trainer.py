@@ -29,7 +29,6 @@ from hftraining.tensorboard_log import RunLogger
 
 log = logging.getLogger("hftraining")
 
-PROFIT_KEYS = ["total_return", "sharpe_ratio", "win_rate", "max_drawdown", "trade_count"]
 
 
 class TrainingDiverged(UserError):
