@@ -393,7 +393,13 @@ def run_portfolio(symbols: list[str], config: Config, base_run: Optional[Path] =
     resolve_device(config.training.device)
     prepared = prepare(symbols, config, progress=progress)
     pooled = pooled_scaler(prepared.panel, prepared.splits.train, config.data.context_length)
-    return run_prepared(Prepared(prepared.panel, prepared.splits, pooled), config, base, progress)
+    run = run_prepared(Prepared(prepared.panel, prepared.splits, pooled), config, base, progress)
+    from hftraining.trials import register_trial
+
+    register_trial(config.paths.root, run.summary["run_id"], "portfolio", symbols,
+                   run.summary["validation"].get("sharpe_ratio"), run.summary["test"].get("sharpe_ratio"),
+                   run_dir=str(run.run_dir))
+    return run
 
 
 def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFiles] = None,
@@ -435,6 +441,13 @@ def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFile
             "rebalance_every": every, "include_cash": config.portfolio.include_cash, "cost_per_turnover": cost,
             "forecast_backend": backend, "synthetic": meta.get("synthetic", False),
             "base_run": meta["base_run"]}
+    from hftraining.portfolio_backtest import significance_and_costs  # builds on this module: late import
+    from hftraining.trials import TrialScope
+
+    test_range = prepared.splits.test
+    info.update(significance_and_costs(test.sim, others, data.returns[test_range.start:test_range.stop], cost,
+                                       config.data.periods_per_year,
+                                       TrialScope(config.paths.root, symbols, run_id=run_id), config.training.seed))
     report = write_portfolio_report(report_dir, panel, prepared.splits.test, symbols, test, others, info)
     ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
                          stopped_early=result.stopped_early, device=str(device), report_dir=str(report_dir),
@@ -444,6 +457,9 @@ def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFile
                "test_start": report["test_start"], "test_end": report["test_end"], "test_bars": report["test_bars"],
                "validation": result.best_metrics, "test": report["model"], "mean_weights": report["mean_weights"],
                "baselines": report["baselines"]}
+    from hftraining.train_with_profit import write_report_html
+
+    summary["report_html"] = write_report_html(report_dir, run_dir)
     return PortfolioRun(policy, run_dir, report_dir, tb_dir, result, test.sim, others, summary)
 
 
