@@ -108,8 +108,12 @@ def simulate_test_range(models: dict[str, torch.nn.Module], prepared: Prepared,
 
 
 def write_comparison(report_dir: Path, sims_by_symbol: dict[str, dict[str, Simulation]], info: dict,
-                     runs: dict[str, dict]) -> dict:
-    """Per stock metrics.json + test_returns.csv (of the leading model) and one report.json."""
+                     runs: dict[str, dict], trials_root: Path | None = None, new_models: tuple[str, ...] = ()) -> dict:
+    """Per stock metrics.json + test_returns.csv (of the leading model) and one report.json.
+
+    Each model in `new_models` (trained by this command) is appended to the trial registry under
+    `trials_root`, one trial per stock, so the Deflated Sharpe of later reports counts it.
+    """
     stocks = {}
     for symbol, sims in sims_by_symbol.items():
         names = [n for n in STRATEGIES if n in sims]
@@ -127,6 +131,15 @@ def write_comparison(report_dir: Path, sims_by_symbol: dict[str, dict[str, Simul
             average[name] = average_metrics(rows)
     report = {**info, "stocks": stocks, "average": average}
     atomic.write_json(report_dir / "report.json", report)
+    if trials_root is not None:
+        from hftraining.trials import register_trial
+
+        for symbol, stock in stocks.items():
+            for name in new_models:
+                if name in stock["strategies"]:
+                    register_trial(trials_root, f"{info['run_id']}/{name}/{symbol}", name, [symbol], None,
+                                   stock["strategies"][name].get("sharpe_ratio"),
+                                   run_dir=stock["runs"].get(name))
     return report
 
 
@@ -242,7 +255,8 @@ def _run_base_pipeline(symbols: list[str], config: Config, finetune: bool, base_
         return BasePipelineRun(base, finetuned, report_dir, {}, {})
     info = {**report_info(base.run_id, config, base.prepared), "base_run": str(base.run_dir),
             "symbols": panel.symbols}
-    report = write_comparison(report_dir, sims, info, runs)
+    report = write_comparison(report_dir, sims, info, runs, trials_root=layout.root,
+                              new_models=("base", "finetuned", "single"))
     ckpt.update_metadata(base.run_dir, report_dir=str(report_dir),
                          test={s: v["strategies"]["base"] for s, v in report["stocks"].items()})
     summary = {"run_id": base.run_id, "base_run": str(base.run_dir), "checkpoint": str(base.checkpoint),
@@ -280,7 +294,8 @@ def _finetune_report(ft: FinetuneRun):
     info = {**report_info(ft.run_id, config, ft.prepared), "base_run": ft.metadata["base_run"],
             "symbols": [ft.symbol], "symbol_in_base": ft.metadata["symbol_in_base"]}
     report = write_comparison(report_dir, sims, info, {ft.symbol: {"base": ft.metadata["base_run"],
-                                                                   "finetuned": str(ft.run_dir)}})
+                                                                   "finetuned": str(ft.run_dir)}},
+                              trials_root=Path(config.paths.root), new_models=("finetuned",))
     ckpt.update_metadata(ft.run_dir, report_dir=str(report_dir),
                          test=report["stocks"][ft.symbol]["strategies"]["finetuned"])
     summary = {"run_id": ft.run_id, "symbol": ft.symbol, "run_dir": str(ft.run_dir),

@@ -150,6 +150,19 @@ def test_report(pipeline):
     assert table.count("buy_and_hold") == 4 and table.count("finetuned") == 4
 
 
+def test_base_and_finetunes_are_registered_as_trials(pipeline):
+    from hftraining.trials import read_trials
+
+    records = read_trials(pipeline["root"])
+    report = json.loads((pipeline["root"] / "reports" / RUN / "report.json").read_text())
+    for symbol in STOCKS:
+        mine = {r["kind"]: r for r in records if r["symbols"] == [symbol]}
+        assert set(mine) == {"base", "finetuned"}
+        strategies = report["stocks"][symbol]["strategies"]
+        for kind in ("base", "finetuned"):
+            assert mine[kind]["test_sharpe"] == pytest.approx(strategies[kind]["sharpe_ratio"])
+
+
 def test_incompatible_base_is_refused(pipeline, tmp_path, capsys):
     base = pipeline["root"] / "models" / "base" / RUN
     code = main(["finetune", "--stock", "AAA", "--base", str(base), "--config", str(TINY), *SMALL,
