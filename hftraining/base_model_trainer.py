@@ -31,7 +31,7 @@ from hftraining.finetune import (
 )
 from hftraining.layout import Layout, claim_run_dir, new_run_id, parse_symbols
 from hftraining.report import format_table, write_test_report
-from hftraining.train_with_profit import Prepared, prepare, run_metadata
+from hftraining.train_with_profit import Prepared, prepare, run_metadata, write_report_html
 from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
 
 log = logging.getLogger("hftraining")
@@ -263,7 +263,8 @@ def _run_base_pipeline(symbols: list[str], config: Config, finetune: bool, base_
                "tensorboard_dir": str(base.tensorboard_dir), "report_dir": str(report_dir),
                "finetuned": {s: str(ft.run_dir) for s, ft in finetuned.items()},
                "synthetic": info["synthetic"], "average": report["average"],
-               "stocks": {s: v["strategies"] for s, v in report["stocks"].items()}}
+               "stocks": {s: v["strategies"] for s, v in report["stocks"].items()},
+               "report_html": write_report_html(report_dir, base.run_dir)}
     return BasePipelineRun(base, finetuned, report_dir, report, summary)
 
 
@@ -302,7 +303,8 @@ def _finetune_report(ft: FinetuneRun):
                "checkpoint": str(ft.checkpoint), "base_run": ft.metadata["base_run"],
                "tensorboard_dir": str(ft.tensorboard_dir), "report_dir": str(report_dir),
                "steps": ft.metadata["steps"], "synthetic": info["synthetic"],
-               "test": report["stocks"][ft.symbol]["strategies"]}
+               "test": report["stocks"][ft.symbol]["strategies"],
+               "report_html": write_report_html(report_dir, ft.run_dir)}
     return ft, report, summary
 
 

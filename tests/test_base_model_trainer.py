@@ -147,6 +147,8 @@ def test_report(pipeline):
     for symbol in STOCKS:
         assert f"{symbol} (SYNTHETIC market): test" in table
     assert "average over 3 stocks" in table
+    page = (pipeline["root"] / "reports" / RUN / "report.html").read_text()
+    assert all(f"{symbol} Test" in page for symbol in STOCKS)
     assert table.count("buy_and_hold") == 4 and table.count("finetuned") == 4
 
 
