@@ -117,6 +117,26 @@ def _day(value: str | None, flag: str) -> pd.Timestamp | None:
         raise UserError(f"{flag} {value!r}: expected a date YYYY-MM-DD") from None
 
 
+def forecast_backend_used(metadata: dict) -> str | None:
+    """The forecaster that actually produced the run's features (after any fallback), when one did for all symbols.
+
+    A run that asked for Toto on a machine without CUDA trained on the statistical fallback; whatever
+    re-featurises its data later (backtest, paper trading, an ensemble) must use that, not the request.
+    """
+    used = {info.get("backend", "none") for info in (metadata.get("forecast") or {}).values()}
+    return used.pop() if len(used) == 1 else None
+
+
+def pin_forecast_backend(config: Config, metadata: dict) -> Config:
+    """A copy of a run's config whose data.forecast_backend is the one its features came from."""
+    used = forecast_backend_used(metadata)
+    if used is None or used == config.data.resolved_forecast_backend:
+        return config
+    pinned = config.model_copy(deep=True)
+    pinned.data.forecast_backend = used
+    return pinned
+
+
 def backtest_setup(run: ckpt.RunFiles, start_date, end_date, cost_bps, config_path, overrides, source, data_dir,
                    device) -> tuple[pd.Timestamp | None, pd.Timestamp | None, Config]:
     """The checked date range and the config a backtest of `run` uses (single-stock and portfolio alike)."""
@@ -127,10 +147,9 @@ def backtest_setup(run: ckpt.RunFiles, start_date, end_date, cost_bps, config_pa
         raise UserError(f"--cost-bps {cost_bps}: a cost cannot be negative")
     if source is None and data_dir is not None:
         source = "csv"
-    used = {info.get("backend", "none") for info in (run.metadata.get("forecast") or {}).values()}
     config = backtest_config(run.config, config_path, overrides, {
         "data.source": source, "data.data_dir": str(data_dir) if data_dir else None,
-        "training.device": device}, forecast_backend=used.pop() if len(used) == 1 else None)
+        "training.device": device}, forecast_backend=forecast_backend_used(run.metadata))
     if cost_bps is not None:
         config.tracker = with_cost(config.tracker, cost_bps)
     return start, end, config

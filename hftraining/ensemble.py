@@ -78,12 +78,18 @@ def load_members(paths: Sequence[str | Path], device: torch.device | str = "cpu"
             diff = sorted(set(ours) ^ set(theirs)) or ["same names in another order"]
             raise UserError(f"ensemble: {member.run.path} uses a different feature set from {first.run.path} "
                             f"({', '.join(diff[:6])}); members must share their features")
-        a = first.run.config.data.resolved_forecast_backend
-        b = member.run.config.data.resolved_forecast_backend
+        a, b = _forecast_used(first.run), _forecast_used(member.run)
         if a != b:
             raise UserError(f"ensemble: {member.run.path} uses forecast features from {b}, {first.run.path} "
                             f"from {a}; members must share their features")
     return members
+
+
+def _forecast_used(run: ckpt.RunFiles) -> str:
+    """The forecaster the run's features came from (after any fallback), else the one its config asks for."""
+    from hftraining.backtest import forecast_backend_used
+
+    return forecast_backend_used(run.metadata) or run.config.data.resolved_forecast_backend
 
 
 def _date_index(panel: Panel, date: str, side: str) -> int:
@@ -146,6 +152,7 @@ def panel_config(members: list[Member], symbol: str, out: Optional[Path], source
     from hftraining.backtest import _output_root
 
     cfg = members[0].run.config.model_copy(deep=True)
+    cfg.data.forecast_backend = _forecast_used(members[0].run)    # the features the weights learned from
     cfg.data.symbols = [symbol]
     cfg.data.end = None
     if data_dir is not None:

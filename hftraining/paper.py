@@ -33,7 +33,7 @@ import torch
 
 from hftraining import atomic
 from hftraining import checkpoint as ckpt
-from hftraining.backtest import _output_root
+from hftraining.backtest import _output_root, pin_forecast_backend
 from hftraining.data.bars import COLUMNS
 from hftraining.data.features import adjusted_ohlc
 from hftraining.data.panel import assemble_panel, symbol_frame
@@ -149,7 +149,7 @@ class LiveTrader:
         from hftraining.ensemble import model_from_run
 
         self.run = ckpt.open_run(run_dir)
-        self.config = self.run.config
+        self.config = pin_forecast_backend(self.run.config, self.run.metadata)   # the features it learned from
         self.symbol = normalize_symbol(symbol or (self.run.metadata.get("symbols") or [""])[0])
         self.model = model_from_run(self.run, device)
         self.layout = Layout.at(root or _output_root(self.run.path, None, self.config))

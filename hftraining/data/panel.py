@@ -158,6 +158,11 @@ def make_splits(n_time: int, config: Config) -> Splits:
     first = d.context_length - 1            # first bar with a full window behind it
     last = n_time - 2                       # last bar with a next-bar return
     embargo = d.resolved_embargo
+    if embargo < d.context_length + d.horizon:          # DESIGN invariant 2
+        raise UserError(
+            f"data.embargo = {embargo} is shorter than data.context_length + data.horizon = "
+            f"{d.context_length + d.horizon}: validation and test windows would reach the bars training labels "
+            "used; raise it or leave it unset")
     usable = last - first + 1 - 2 * embargo
     n_val = int(usable * d.val_fraction)
     n_test = int(usable * d.test_fraction)
