@@ -44,7 +44,7 @@ class DataConfig(Section):
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of usable bars in the validation range.")
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of usable bars in the test range.")
     embargo: Optional[int] = Field(
-        None, ge=0, description="Bars dropped between train/val and val/test; None = context_length + horizon.")
+        None, ge=0, description="Bars dropped between splits, at least context_length + horizon (the default).")
     synthetic_bars: int = Field(3000, ge=100, description="Length of each synthetic series, in bars.")
     synthetic_seed: int = Field(7, description="Seed of the synthetic market generator.")
     synthetic_edge: float = Field(
