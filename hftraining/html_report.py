@@ -352,7 +352,8 @@ def baseline_comparison(rows: dict[str, dict]) -> str:
 
 def significance_section(sig: dict | None) -> str:
     if not sig:
-        return '<p class="small">No significance figures in this report (written by an older version).</p>'
+        return ('<p class="small">No significance figures in this report; '
+                '<code>hftrain backtest --model RUN_DIR</code> computes them for one model.</p>')
     boot, dsr = sig.get("bootstrap") or {}, sig.get("deflated") or {}
     low, high = boot.get("low"), boot.get("high")
     conf = boot.get("confidence", 0.95)
