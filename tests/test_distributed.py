@@ -32,17 +32,21 @@ def _single_args(out: Path, batch: int) -> list[str]:
             "--set", "paths.run_name=r", "--out", str(out), "--json", "-q"]
 
 
-@pytest.mark.slow
-def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path, capsys):
+def _two_ranks_and_one_process(args, tmp_path, capsys) -> tuple[dict, dict]:
+    """The --json summaries of `args(out, 8) --nproc 2` (two gloo ranks) and of `args(out, 16)` in-process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launched = subprocess.run([sys.executable, "-m", "hftraining", *_single_args(tmp_path / "ddp", 8),
-                               "--nproc", "2"], capture_output=True, text=True, env=env, timeout=240)
+    launched = subprocess.run([sys.executable, "-m", "hftraining", *args(tmp_path / "ddp", 8), "--nproc", "2"],
+                              capture_output=True, text=True, env=env, timeout=240)
     assert launched.returncode == 0, launched.stderr[-3000:]
     json_lines = [line for line in launched.stdout.splitlines() if line.startswith("{")]
     assert len(json_lines) == 1                                      # rank 0 alone prints
-    ddp = json.loads(json_lines[0])
-    assert main(_single_args(tmp_path / "one", 16)) == 0
-    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(args(tmp_path / "one", 16)) == 0
+    return json.loads(json_lines[0]), json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path, capsys):
+    ddp, one = _two_ranks_and_one_process(_single_args, tmp_path, capsys)
 
     ddp_dir, one_dir = Path(ddp["run_dir"]), Path(one["run_dir"])
     assert [p.name for p in ddp_dir.parent.iterdir()] == ["r"]       # one run folder, written once
@@ -69,15 +73,7 @@ def _base_args(out: Path, batch: int) -> list[str]:
 
 @pytest.mark.slow
 def test_base_on_two_gloo_ranks_equals_one_process_with_the_global_batch(tmp_path, capsys):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launched = subprocess.run([sys.executable, "-m", "hftraining", *_base_args(tmp_path / "ddp", 8),
-                               "--nproc", "2"], capture_output=True, text=True, env=env, timeout=240)
-    assert launched.returncode == 0, launched.stderr[-3000:]
-    json_lines = [line for line in launched.stdout.splitlines() if line.startswith("{")]
-    assert len(json_lines) == 1                                      # rank 0 alone prints
-    ddp = json.loads(json_lines[0])
-    assert main(_base_args(tmp_path / "one", 16)) == 0
-    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ddp, one = _two_ranks_and_one_process(_base_args, tmp_path, capsys)
 
     ddp_dir, one_dir = Path(ddp["base_run"]), Path(one["base_run"])
     assert [p.name for p in ddp_dir.parent.iterdir()] == ["r"]       # one run folder, one report
