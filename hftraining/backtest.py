@@ -139,7 +139,8 @@ def pin_forecast_backend(config: Config, metadata: dict) -> Config:
 
 def backtest_setup(run: ckpt.RunFiles, start_date, end_date, cost_bps, config_path, overrides, source, data_dir,
                    device) -> tuple[pd.Timestamp | None, pd.Timestamp | None, Config]:
-    """The checked date range and the config a backtest of `run` uses (single-stock and portfolio alike)."""
+    """The checked date range (start defaults to the run's test start) and the config a backtest of `run`
+    uses, single-stock and portfolio alike."""
     start, end = _day(start_date, "--start"), _day(end_date, "--end")
     if start is not None and end is not None and start > end:
         raise UserError(f"--start {start_date} is after --end {end_date}")
@@ -152,6 +153,9 @@ def backtest_setup(run: ckpt.RunFiles, start_date, end_date, cost_bps, config_pa
         "training.device": device}, forecast_backend=forecast_backend_used(run.metadata))
     if cost_bps is not None:
         config.tracker = with_cost(config.tracker, cost_bps)
+    if start is None:                               # default: the run's own test range, out of sample
+        test = (run.metadata.get("splits") or {}).get("test")
+        start = _day(test["start"], "test start") if test else None
     return start, end, config
 
 
@@ -260,9 +264,6 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
             raise UserError(f"--stock is required: this model was trained on {', '.join(trained_on)}")
         stock = trained_on[0]
     symbol = normalize_symbol(stock)
-    if start is None:
-        test = (run.metadata.get("splits") or {}).get("test")
-        start = _day(test["start"], "test start") if test else None
 
     root = _output_root(model_dir, Path(out) if out else None, config)
     Layout.at(root).ensure_writable()

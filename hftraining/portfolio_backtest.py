@@ -24,7 +24,6 @@ from hftraining import atomic
 from hftraining import checkpoint as ckpt
 from hftraining.backtest import (
     _check_features,
-    _day,
     _output_root,
     backtest_setup,
     decision_range,
@@ -89,9 +88,6 @@ def backtest_portfolio(model_dir, start_date=None, end_date=None, cost_bps=None,
     start, end, config = backtest_setup(run, start_date, end_date, cost_bps, config_path, overrides, source,
                                         data_dir, device)
     symbols = list(run.metadata.get("symbols") or run.scaler.symbols)
-    if start is None:
-        test = (run.metadata.get("splits") or {}).get("test")
-        start = _day(test["start"], "test start") if test else None
 
     root = _output_root(model_dir, Path(out) if out else None, config)
     Layout.at(root).ensure_writable()
