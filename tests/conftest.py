@@ -27,3 +27,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_forecasters():
+    """Forget loaded forecast models and warnings given, before and after a test."""
+    from hftraining.forecasting import clear_loaded
+
+    clear_loaded()
+    yield
+    clear_loaded()
+

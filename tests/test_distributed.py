@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from nan_injection import poison_training_loss
 from safetensors.torch import load_file
 
 from hftraining import checkpoint as ckpt
@@ -156,18 +157,8 @@ def _device_guard_and_poisoned_loss(monkeypatch, at_step: int) -> None:
                 group["fused"], group["foreach"] = True, False
             super().__init__(optimizer, device, policy, on_device=True)
 
-    real, calls = trainer.profit_objective, {"n": 0}
-
-    def objective(*args, **kwargs):
-        parts = real(*args, **kwargs)
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] == at_step:
-                parts.loss = parts.loss * float("nan")
-        return parts
-
     monkeypatch.setattr(trainer, "StepGuard", DeviceGuard)
-    monkeypatch.setattr(trainer, "profit_objective", objective)
+    poison_training_loss(monkeypatch, at_step)
 
 
 @pytest.mark.parametrize("policy", ["stop", "skip"])

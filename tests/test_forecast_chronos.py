@@ -17,14 +17,9 @@ L, H = 64, 5
 KINDS = ["bolt", "chronos2"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_forecasters")
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    clear_loaded()
-    yield
-    clear_loaded()
 
 
 def chronos_data(kind="bolt", **kw):

@@ -8,20 +8,15 @@ from tiny_models import random_prices, tiny_model_dir
 
 from hftraining.config import DataConfig
 from hftraining.errors import UserError
-from hftraining.forecasting import clear_loaded, forecast_features, precompute
+from hftraining.forecasting import forecast_features, precompute
 from hftraining.forecasting.rolling import causal_ffill
 
 L = 32
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_forecasters")
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    clear_loaded()
-    yield
-    clear_loaded()
 
 
 def stat_data(**kw):

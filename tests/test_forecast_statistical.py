@@ -7,18 +7,16 @@ import pytest
 from tiny_models import random_prices
 
 from hftraining.config import DataConfig
-from hftraining.forecasting import clear_loaded, feature_names, forecast_features
+from hftraining.forecasting import feature_names, forecast_features
 from hftraining.forecasting.statistical import random_walk_moments, rolling_moments
 
 L, H = 32, 5
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    clear_loaded()
-    yield
-    clear_loaded()
 
+
+
+pytestmark = pytest.mark.usefixtures("fresh_forecasters")
 
 def stat_features(prices, **kw):
     data = DataConfig(forecast_backend="statistical", forecast_context_length=L, toto_horizon=H, **kw)

@@ -13,21 +13,16 @@ from tiny_models import random_prices, tiny_model_dir
 
 from hftraining.config import DataConfig
 from hftraining.errors import UserError
-from hftraining.forecasting import clear_loaded, forecast_features
+from hftraining.forecasting import forecast_features
 from hftraining.forecasting.toto_backend import ALLOW_CPU_ENV
 
 L, H = 64, 5
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="tests the CPU-only behaviour")
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    clear_loaded()
-    yield
-    clear_loaded()
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_forecasters")
 
 
 @pytest.fixture

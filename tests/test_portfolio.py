@@ -37,13 +37,7 @@ from hftraining.train_with_profit import Prepared
 C = 0.001  # 10 bps per unit of turnover
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's 2 cores are shared: one torch thread avoids spinning on a busy core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(root, **portfolio) -> Config:

@@ -17,13 +17,7 @@ CUT = 850                                     # the truncated files end at bar C
 SYMBOLS = ("AAA", "BBB")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's 2 cores are shared: one torch thread avoids spinning on a busy core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_cli(args, capsys):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from nan_injection import poison_training_loss
 
 from hftraining import atomic, trainer
 from hftraining import checkpoint as ckpt
@@ -216,20 +217,6 @@ def test_resume_keeps_an_early_stop_and_refuses_changed_data(monkeypatch, tmp_pa
 
 # --- NaN / inf losses -----------------------------------------------------------------------------
 
-def poison_training_loss(monkeypatch, at_step: int) -> None:
-    """The training objective returns NaN at one optimizer step (evaluation, under no_grad, is untouched)."""
-    real = trainer.profit_objective
-    calls = {"n": 0}
-
-    def objective(*args, **kwargs):
-        parts = real(*args, **kwargs)
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] == at_step:
-                parts.loss = parts.loss * float("nan")
-        return parts
-
-    monkeypatch.setattr(trainer, "profit_objective", objective)
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path, capsys):
