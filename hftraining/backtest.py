@@ -29,6 +29,7 @@ from hftraining.data.panel import Panel
 from hftraining.errors import UserError
 from hftraining.evaluation import Simulation, simulate
 from hftraining.layout import Layout, new_run_id, normalize_symbol
+from hftraining.metrics import at_volatility
 from hftraining.report import format_table, write_test_report
 from hftraining.significance import (
     DEFAULT_COSTS_BPS,
@@ -68,9 +69,12 @@ def evaluate_and_report(report_dir: Path, panel: Panel, symbol: int, decisions: 
 
     ppy = config.data.periods_per_year
     sim = simulate(panel, symbol, decisions, positions, config.tracker, ppy)
-    baselines = {**single_asset_baselines(panel, symbol, decisions, config.tracker, ppy), **(extra_baselines or {})}
+    baselines = {**single_asset_baselines(panel, symbol, decisions, config.tracker, ppy, config),
+                 **(extra_baselines or {})}
     for each in [sim, *baselines.values()]:
         each.metrics["psr"] = probabilistic_sharpe_ratio(each.frame["net_return"].to_numpy(), 0.0, ppy)
+        each.metrics["mean_abs_position"] = float(np.abs(each.frame["position"].to_numpy()[:-1]).mean())
+        each.metrics.update(at_volatility(each.frame["net_return"].to_numpy(), config.profit.sigma_target, ppy))
     net = sim.frame["net_return"].to_numpy()
     n_trials, sharpes = trials.stats(sim.metrics["sharpe_ratio"]) if trials else (1, [])
     current_bps = (config.tracker.commission + config.tracker.slippage) * 1e4
@@ -79,10 +83,21 @@ def evaluate_and_report(report_dir: Path, panel: Panel, symbol: int, decisions: 
         .frame["net_return"].to_numpy(),
         sorted({*DEFAULT_COSTS_BPS, round(current_bps, 6)}), ppy)
     analysis = {"significance": significance_summary(net, n_trials, sharpes, ppy, seed=config.training.seed),
-                "cost_sensitivity": costs, "cost_per_turnover": current_bps / 1e4}
+                "cost_sensitivity": costs, "cost_per_turnover": current_bps / 1e4,
+                "sigma_target": config.profit.sigma_target}
+    if "oracle" in baselines:
+        analysis["edge_captured"] = edge_captured(sim.metrics["sharpe_ratio"],
+                                                  baselines["oracle"].metrics["sharpe_ratio"])
     summary = write_test_report(report_dir, sim, baselines, {**info, **analysis}, prefix=prefix)
     save_series(report_dir, {"model": sim, **baselines}, prefix)
     return Evaluation(sim, baselines, summary)
+
+
+def edge_captured(model_sharpe: float | None, oracle_sharpe: float | None) -> float | None:
+    """Model Sharpe / oracle Sharpe on the same bars; None when the oracle has no edge to share."""
+    if model_sharpe is None or oracle_sharpe is None or oracle_sharpe <= 0:
+        return None
+    return float(model_sharpe / oracle_sharpe)
 
 
 # --- backtest ------------------------------------------------------------------------------------
@@ -247,7 +262,7 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
     import torch
 
     from hftraining.data.panel import build_panel
-    from hftraining.evaluation import predict_positions
+    from hftraining.evaluation import model_positions
     from hftraining.model import build_model
     from hftraining.trainer import resolve_device
 
@@ -277,7 +292,7 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
     ckpt.load_weights(model, run.weights, model_dir / ckpt.WEIGHTS)
     model.to(torch_device)
     x = torch.from_numpy(run.scaler.transform(panel)).to(torch_device)
-    positions = predict_positions(model, x, 0, decisions)
+    positions = model_positions(model, x, panel, 0, decisions, config)
 
     first, last = panel.date_str(decisions.start), panel.date_str(decisions.stop - 1)
     overlap = in_sample_overlap(run.metadata, first, last)

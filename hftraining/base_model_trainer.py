@@ -20,7 +20,7 @@ from hftraining import atomic, distributed
 from hftraining import checkpoint as ckpt
 from hftraining.config import Config
 from hftraining.errors import UserError
-from hftraining.evaluation import Simulation, average_metrics, buy_and_hold, predict_positions, simulate
+from hftraining.evaluation import Simulation, average_metrics, buy_and_hold, model_positions, simulate
 from hftraining.finetune import (
     FinetuneRun,
     base_run_dir,
@@ -101,7 +101,7 @@ def simulate_test_range(models: dict[str, torch.nn.Module], prepared: Prepared,
     ppy = config.data.periods_per_year
     sims = {}
     for name, model in models.items():
-        positions = predict_positions(model, x.to(next(model.parameters()).device), 0, splits.test)
+        positions = model_positions(model, x.to(next(model.parameters()).device), panel, 0, splits.test, config)
         sims[name] = simulate(panel, 0, splits.test, positions, config.tracker, ppy)
     sims["buy_and_hold"] = buy_and_hold(panel, 0, splits.test, config.tracker, ppy)
     return sims

@@ -2,7 +2,8 @@
 
 Why: a model's net Sharpe means little alone. Buy-and-hold says whether it beats owning the asset;
 volatility-scaled time-series momentum (Moskowitz, Ooi & Pedersen 2012) says whether it beats the
-oldest systematic rule there is. Portfolio runs add 1/N and minimum variance (hftraining.portfolio_sim)
+oldest systematic rule there is. On a synthetic market the oracle, who knows the planted drift,
+says how much edge there was to capture. Portfolio runs add 1/N and minimum variance (hftraining.portfolio_sim)
 as extra entries of the same dict.
 
 Momentum, at decision bar t (decided at close t, earning close t -> t+1), with a one-bar lag so
@@ -15,11 +16,14 @@ and 0 while there is not enough history (lookback + 2 bars, or vol_window return
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pandas as pd
 
 from hftraining.config import TrackerConfig
 from hftraining.data.panel import Panel
+from hftraining.data.synthetic import SOURCE, hidden_drift
 from hftraining.evaluation import Simulation, buy_and_hold, simulate
 
 LOOKBACK = 252
@@ -47,8 +51,41 @@ def momentum(panel: Panel, symbol: int, decisions: range, tracker: TrackerConfig
     return simulate(panel, symbol, decisions, positions, tracker, periods_per_year)
 
 
+def oracle_positions(drift: np.ndarray) -> np.ndarray:
+    """Raw oracle position from the hidden drift known at each decision bar: sign(drift_t).
+
+    The drift is AR(1), so the expected return of the next bar has the sign of today's drift.
+    """
+    return np.sign(np.nan_to_num(np.asarray(drift, dtype=np.float64), nan=0.0))
+
+
+def oracle(panel: Panel, symbol: int, decisions: range, config) -> Optional[Simulation]:
+    """The trader who knows a synthetic market's hidden drift, sized and charged exactly like the model.
+
+    None for real data (no drift is known). "Edge captured" = model Sharpe / oracle Sharpe tells "the
+    market has no edge" (oracle near 0) apart from "training failed" (oracle high, model low).
+    """
+    name = panel.symbols[symbol]
+    if panel.data_source.get(name) != SOURCE:
+        return None
+    from hftraining.sizing import traded_positions
+
+    d = config.data
+    drift = hidden_drift(name, d.synthetic_bars, d.synthetic_seed, d.synthetic_edge)
+    known = drift.reindex(pd.DatetimeIndex(panel.dates[decisions.start:decisions.stop])).to_numpy()
+    positions = traded_positions(oracle_positions(known), panel, symbol, decisions, config)
+    return simulate(panel, symbol, decisions, positions, config.tracker, d.periods_per_year)
+
+
 def single_asset_baselines(panel: Panel, symbol: int, decisions: range, tracker: TrackerConfig,
-                           periods_per_year: int = 252) -> dict[str, Simulation]:
-    """The baselines of a one-asset report: buy-and-hold and momentum, same bars, same costs."""
-    return {"buy_and_hold": buy_and_hold(panel, symbol, decisions, tracker, periods_per_year),
-            "momentum": momentum(panel, symbol, decisions, tracker, periods_per_year)}
+                           periods_per_year: int = 252, config=None) -> dict[str, Simulation]:
+    """The baselines of a one-asset report: buy-and-hold and momentum, same bars, same costs.
+
+    Given the run's config, a synthetic market also gets its oracle (see `oracle`).
+    """
+    out = {"buy_and_hold": buy_and_hold(panel, symbol, decisions, tracker, periods_per_year),
+           "momentum": momentum(panel, symbol, decisions, tracker, periods_per_year)}
+    known = oracle(panel, symbol, decisions, config) if config is not None else None
+    if known is not None:
+        out["oracle"] = known
+    return out

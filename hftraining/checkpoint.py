@@ -114,6 +114,8 @@ def open_run(path: str | Path, weights: str = WEIGHTS) -> RunFiles:
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
     """Strict load: a shape or key mismatch is one line naming the first difference."""
     expected = model.state_dict()
+    if "output_scale" in expected and "output_scale" not in weights:      # saved before calibration existed
+        weights = {**weights, "output_scale": torch.ones_like(expected["output_scale"])}
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:

@@ -67,6 +67,11 @@ class DataConfig(Section):
     toto_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="Toto compute dtype on CUDA.")
     chronos_model_id: str = Field("amazon/chronos-bolt-small", description="Chronos hub id or local folder.")
     chronos_device: str = Field("cpu", description="Device for Chronos (cpu or cuda; fp32 on CPU).")
+    on_bad_symbol: Literal["error", "skip"] = Field(
+        "error", description="A symbol that fails to load or fails the bar checks: stop the run, or skip it "
+                             "(one line each, listed in the run metadata).")
+    load_workers: int = Field(
+        0, ge=0, description="Threads loading and featurising symbols in parallel (0 = one per CPU core, at most 8).")
 
     @property
     def resolved_forecast_backend(self) -> str:
@@ -119,15 +124,25 @@ class TrainingConfig(Section):
 
 class ProfitConfig(Section):
     transaction_cost_bps: float = Field(10.0, ge=0, description="Cost per unit of turnover, in basis points.")
-    sharpe_weight: float = Field(0.1, ge=0, description="Weight of the Sharpe-like term in the training loss.")
-    risk_penalty: float = Field(0.0, ge=0, description="Weight of the variance of net returns in the loss.")
+    objective: Literal["sharpe", "mean", "mean_variance"] = Field(
+        "sharpe", description="Training loss: pooled annualised Sharpe of the batch (DMN), mean net return, "
+                              "or mean - risk_penalty * variance.")
+    risk_penalty: float = Field(0.0, ge=0, description="Weight of the variance of net returns (mean_variance).")
+    turnover_penalty_bps: float = Field(
+        0.0, ge=0, description="Extra training-only cost per unit of turnover, in bps (regulariser).")
+    position_sizing: Literal["risk", "fraction"] = Field(
+        "risk", description="risk: traded = raw * min(cap, sigma_target / ex-ante vol); fraction: traded = raw.")
+    sigma_target: float = Field(0.15, gt=0, description="Annual volatility a full raw position targets (risk sizing).")
+    vol_span: int = Field(60, ge=2, description="EWMA span, in bars, of the ex-ante volatility estimate.")
 
 
 class TrackerConfig(Section):
     initial_capital: float = Field(100_000.0, gt=0, description="Starting equity of the simulation.")
     commission: float = Field(0.0005, ge=0, description="Commission as a fraction of traded notional.")
     slippage: float = Field(0.0005, ge=0, description="Fill price offset from the close, as a fraction.")
-    max_position_size: float = Field(1.0, gt=0, le=1.0, description="Largest position as a fraction of equity.")
+    max_position_size: float = Field(
+        1.0, gt=0, le=10.0, description="Largest position as a fraction of equity: the leverage cap "
+                                         "(financing costs of leverage are not modelled).")
     stop_loss: Optional[float] = Field(
         None, gt=0, lt=1, description="Exit when price moves this fraction against entry.")
     take_profit: Optional[float] = Field(None, gt=0, description="Exit when price moves this fraction in favour.")
@@ -255,12 +270,30 @@ def _describe(error: dict, where: str) -> str:
     return f"{where}: {path or 'config'} = {shown}: {error['msg']}"
 
 
+def _upgrade_legacy(raw: dict, where: str) -> None:
+    """Read configs written before risk sizing (they carry profit.sharpe_weight) as what they trained.
+
+    Those runs traded raw positions as fractions of equity and have no position_sizing key; the old
+    per-window Sharpe weight no longer exists. One warning says so; nothing else changes.
+    """
+    profit = raw.get("profit")
+    if isinstance(profit, dict) and "sharpe_weight" in profit:
+        import logging
+
+        profit.pop("sharpe_weight")
+        profit.setdefault("position_sizing", "fraction")
+        logging.getLogger("hftraining").warning(
+            "%s: profit.sharpe_weight is from an older version (per-window Sharpe objective); read with "
+            "profit.position_sizing=%s and the default objective", where, profit["position_sizing"])
+
+
 def validate(raw: dict, where: str) -> Config:
     """Build a Config from plain data; the first problem becomes one UserError line."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise UserError(f"{where}: the config must be a mapping of sections, got {type(raw).__name__}")
+    _upgrade_legacy(raw, where)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

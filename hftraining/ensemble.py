@@ -20,7 +20,7 @@ from hftraining import checkpoint as ckpt
 from hftraining.config import Config
 from hftraining.data.panel import Panel, build_panel
 from hftraining.errors import UserError
-from hftraining.evaluation import predict_positions, simulate
+from hftraining.evaluation import model_positions, simulate
 from hftraining.layout import Layout, new_run_id, normalize_symbol
 from hftraining.model import AllocationTransformer, build_model
 from hftraining.report import format_table
@@ -140,7 +140,7 @@ def member_positions(member: Member, panel: Panel, symbol: int, decisions: range
     """One member's positions with its own scaler, exactly as its backtest would compute them."""
     device = next(member.model.parameters()).device
     x = torch.from_numpy(member.run.scaler.transform(panel)).to(device)
-    return predict_positions(member.model, x, symbol, decisions)
+    return model_positions(member.model, x, panel, symbol, decisions, member.run.config)
 
 
 def panel_config(members: list[Member], symbol: str, out: Optional[Path], source: Optional[str],

@@ -38,6 +38,14 @@ def predict_positions(model: torch.nn.Module, x: torch.Tensor, symbol: int, deci
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
+def model_positions(model: torch.nn.Module, x: torch.Tensor, panel: Panel, symbol: int, decisions: range,
+                    config) -> np.ndarray:
+    """Traded positions at each decision bar: the model's raw output sized by the run's config (hftraining.sizing)."""
+    from hftraining.sizing import traded_positions
+
+    return traded_positions(predict_positions(model, x, symbol, decisions), panel, symbol, decisions, config)
+
+
 @dataclass
 class Simulation:
     """Tracker output for one symbol over one decision range, with dates attached."""
@@ -66,8 +74,8 @@ def simulate(panel: Panel, symbol: int, decisions: range, positions: np.ndarray,
 
 def buy_and_hold(panel: Panel, symbol: int, decisions: range, tracker: TrackerConfig,
                  periods_per_year: int = 252) -> Simulation:
-    """The baseline every report shows: fully long from the first decision bar, same costs."""
-    return simulate(panel, symbol, decisions, np.full(len(decisions), tracker.max_position_size),
+    """The baseline every report shows: fully long (unlevered) from the first decision bar, same costs."""
+    return simulate(panel, symbol, decisions, np.full(len(decisions), min(1.0, tracker.max_position_size)),
                     tracker, periods_per_year)
 
 

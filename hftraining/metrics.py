@@ -253,3 +253,21 @@ def summarize(net_returns, positions=None, trades=None, periods_per_year: int = 
         "volatility": volatility(r, periods_per_year),
         "n_bars": int(n),
     }
+
+
+def at_volatility(r, target: float, periods_per_year: int = PERIODS_PER_YEAR) -> dict[str, Any]:
+    """Total return, max drawdown and CAGR of the return series rescaled to `target` annual volatility.
+
+    Why: a model at 8% volatility and buy-and-hold at 30% cannot be compared by total return or
+    drawdown. Scaling every strategy's per-bar returns by target / its own realised volatility puts
+    them on one risk budget (Sharpe is unchanged). The scale uses the whole series' realised
+    volatility, so it is a comparison device, not a tradable strategy. None when the series is flat.
+    """
+    r = _as_returns(r)
+    vol = volatility(r, periods_per_year)
+    if not np.isfinite(vol) or vol <= 0:
+        return {"total_return_at_target": None, "max_drawdown_at_target": None, "cagr_at_target": None}
+    scaled = r * (target / vol)
+    equity = equity_curve(scaled)
+    return {"total_return_at_target": float(equity[-1] - 1.0), "max_drawdown_at_target": _drawdown_of(equity),
+            "cagr_at_target": _cagr_of(float(equity[-1]), len(scaled), periods_per_year)}

@@ -19,7 +19,7 @@ from hftraining.config import ModelConfig
 
 @dataclass
 class ModelOutput:
-    positions: torch.Tensor            # [batch, time] in [-max_position, max_position]
+    positions: torch.Tensor            # [batch, time] in [-max_position, max_position] * output_scale
     aux: Optional[torch.Tensor]        # [batch, time, horizon] predicted next returns, or None
     hidden: torch.Tensor               # [batch, time, hidden] last-layer states (the portfolio head reuses them)
 
@@ -75,6 +75,9 @@ class AllocationTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(hidden)
         self.position_head = nn.Linear(hidden, 1)
         self.aux_head = nn.Linear(hidden, horizon) if config.aux_weight > 0 else None
+        # One constant set after training so the strategy runs at its volatility target on the
+        # validation range (trainer.calibrate_output_scale); saved with the weights, 1 until then.
+        self.register_buffer("output_scale", torch.ones(()))
         self.apply(self._init_weights)
         nn.init.normal_(self.pos_embed, std=0.02)
         nn.init.zeros_(self.position_head.weight)   # start flat: no position before learning anything
@@ -98,7 +101,7 @@ class AllocationTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         h = self.encode(x)
-        positions = torch.tanh(self.position_head(h).squeeze(-1)) * self.max_position
+        positions = torch.tanh(self.position_head(h).squeeze(-1)) * (self.max_position * self.output_scale)
         aux = self.aux_head(h) if self.aux_head is not None else None
         return ModelOutput(positions=positions, aux=aux, hidden=h)
 

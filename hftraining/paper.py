@@ -40,6 +40,7 @@ from hftraining.data.panel import assemble_panel, symbol_frame
 from hftraining.errors import UserError
 from hftraining.evaluation import predict_positions
 from hftraining.layout import Layout, normalize_symbol
+from hftraining.sizing import position_scale
 from hftraining.tracker import ProfitTracker
 
 log = logging.getLogger("hftraining")
@@ -278,7 +279,10 @@ class LiveTrader:
             return 0.0, f"warming up ({panel.n_time}/{context} bars)"
         window = replace(panel, features=panel.features[-context:])    # scaling is per row: same values
         x = torch.from_numpy(self.run.scaler.transform(window)).to(next(self.model.parameters()).device)
-        return float(predict_positions(self.model, x, 0, range(context - 1, context))[0]), "model"
+        raw = float(predict_positions(self.model, x, 0, range(context - 1, context))[0])
+        cfg = self.config
+        scale = position_scale(panel, cfg.profit, cfg.tracker, cfg.data.periods_per_year)[-1, 0]
+        return raw * float(scale), "model"
 
     def equity(self) -> float:
         """Equity at the latest close: the ProfitTracker over the traded bars (the last target earns nothing yet)."""

@@ -56,11 +56,12 @@ def format_table(rows: dict[str, dict], keys: Optional[list[str]] = None) -> str
     """A plain-text table of metrics (rows = strategies) for the terminal."""
     keys = keys or ["total_return", "sharpe_ratio", "max_drawdown", "win_rate", "trade_count"]
     width = max(len(name) for name in rows) + 2
-    lines = [" " * width + "".join(f"{k:>15}" for k in keys)]
+    cols = [max(15, len(k) + 2) for k in keys]
+    lines = [" " * width + "".join(f"{k:>{w}}" for k, w in zip(keys, cols, strict=True))]
     for name, metrics in rows.items():
         cells = []
-        for k in keys:
+        for k, w in zip(keys, cols, strict=True):
             v = metrics.get(k)
-            cells.append(f"{'-':>15}" if v is None else f"{v:>15.4f}" if isinstance(v, float) else f"{v:>15}")
+            cells.append(f"{'-':>{w}}" if v is None else f"{v:>{w}.4f}" if isinstance(v, float) else f"{v:>{w}}")
         lines.append(f"{name:<{width}}" + "".join(cells))
     return "\n".join(lines)

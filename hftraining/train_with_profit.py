@@ -17,7 +17,7 @@ from hftraining.backtest import evaluate_and_report, significance_line
 from hftraining.config import Config
 from hftraining.data.panel import Panel, Scaler, Splits, build_panel, make_splits
 from hftraining.errors import UserError
-from hftraining.evaluation import predict_positions
+from hftraining.evaluation import model_positions
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
 from hftraining.report import format_table
 from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
@@ -82,7 +82,7 @@ def evaluate_test(fitted, prepared: Prepared, config: Config, report_dir: Path, 
     symbols = symbols or panel.symbols
     for symbol in symbols:
         s = panel.symbol_index(symbol)
-        positions = predict_positions(fitted, x, s, splits.test)
+        positions = model_positions(fitted, x, panel, s, splits.test, config)
         prefix = "" if len(symbols) == 1 else f"{symbol}_"
         trials = TrialScope(config.paths.root, panel.symbols, run_id=info.get("run_id"))
         summaries[symbol] = evaluate_and_report(report_dir, panel, s, splits.test, positions, config, info,
@@ -177,7 +177,8 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
                "best_step": result.best_step, "steps_done": result.steps_done,
                "forecast_backend": info["forecast_backend"], "synthetic": info["synthetic"],
                "validation": result.best_metrics, "test": test["model"],
-               "buy_and_hold": test["baselines"]["buy_and_hold"], "report_html": write_report_html(report_dir, run_dir)}
+               "buy_and_hold": test["baselines"]["buy_and_hold"], "edge_captured": test.get("edge_captured"),
+               "report_html": write_report_html(report_dir, run_dir)}
     return SingleRun(result.model, run_dir, result.best_path, report_dir, tb_dir, result, test, summary)
 
 
@@ -210,6 +211,10 @@ def write_report_html(report_dir: Path, run_dir: Path) -> Optional[str]:
         return None
 
 
+SUMMARY_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "volatility", "mean_abs_position",
+                "total_return_at_target", "max_drawdown_at_target", "trade_count"]
+
+
 def print_summary(run: SingleRun, console=None) -> None:
     from rich.console import Console
 
@@ -217,8 +222,13 @@ def print_summary(run: SingleRun, console=None) -> None:
     label = " (SYNTHETIC market)" if run.summary["synthetic"] else ""
     console.print(f"\n[bold]{run.summary['symbol']}{label}[/] test {run.test['test_start']} .. {run.test['test_end']} "
                   f"({run.test['test_bars']} bars, net of costs, forecaster: {run.summary['forecast_backend']})")
-    console.print(format_table({"model": run.test["model"], **run.test["baselines"]}),
+    console.print(format_table({"model": run.test["model"], **run.test["baselines"]}, SUMMARY_KEYS),
                   markup=False, highlight=False, soft_wrap=True)
+    console.print(f"(*_at_target: rescaled to {run.test.get('sigma_target', 0.15):.0%} annual volatility; "
+                  "mean_abs_position: average |traded position|)", markup=False, highlight=False)
+    if run.test.get("edge_captured") is not None:
+        console.print(f"edge captured: {run.test['edge_captured']:.2f} of the oracle's Sharpe", markup=False,
+                      highlight=False)
     console.print(significance_line(run.test), markup=False, highlight=False)
     console.print(f"run: {run.run_dir}\nreport: {run.summary.get('report_html') or run.report_dir}\n"
                   f"tensorboard: tensorboard --logdir {run.tensorboard_dir.parent.parent}")

@@ -22,9 +22,10 @@ from hftraining import distributed
 from hftraining.config import Config
 from hftraining.data.panel import Panel, Scaler, Splits, window_ends
 from hftraining.errors import UserError
-from hftraining.evaluation import average_metrics, predict_positions, simulate
+from hftraining.evaluation import average_metrics, model_positions, simulate
 from hftraining.model import AllocationTransformer, build_model
-from hftraining.objective import aux_loss, profit_objective
+from hftraining.objective import aux_loss, objective_from_config
+from hftraining.sizing import position_scale
 from hftraining.tensorboard_log import RunLogger
 
 log = logging.getLogger("hftraining")
@@ -87,14 +88,19 @@ class FitResult:
     nan_skipped: int
     device: str
     history: list = field(default_factory=list)
+    output_scale: Optional[float] = None      # set when positions were calibrated to the volatility target
 
 
 class Batches:
-    """Draws training windows (end bar, symbol) by index from device-resident tensors."""
+    """Draws training windows (end bar, symbol) by index from device-resident tensors.
+
+    `scale` [T, S] turns the model's raw positions into traded ones (hftraining.sizing); None = 1.
+    """
 
     def __init__(self, x: torch.Tensor, returns: torch.Tensor, ends: np.ndarray, context: int, horizon: int,
-                 generator: torch.Generator):
+                 generator: torch.Generator, scale: Optional[torch.Tensor] = None):
         self.x, self.returns = x, returns
+        self.scale = scale if scale is not None else torch.ones_like(returns)
         self.ends = torch.from_numpy(ends).to(x.device)
         self.offsets = torch.arange(context - 1, -1, -1, device=x.device)
         self.horizon_steps = torch.arange(horizon, device=x.device)
@@ -115,6 +121,10 @@ class Batches:
         symbol = ends[:, 1:2]
         future = (t_idx[..., None] + self.horizon_steps).clamp(max=self.last_bar)
         return self.x[t_idx, symbol], self.returns[t_idx, symbol], self.returns[future, symbol[..., None]]
+
+    def scales(self, ends: torch.Tensor) -> torch.Tensor:
+        """Raw-to-traded position multipliers of each window's steps, [B, L]."""
+        return self.scale[ends[:, :1] - self.offsets, ends[:, 1:2]]
 
 
 class StepGuard:
@@ -168,6 +178,12 @@ def _device_tensors(job: TrainingJob, device: torch.device) -> tuple[torch.Tenso
     return x, returns
 
 
+def _device_scale(job: TrainingJob, device: torch.device) -> torch.Tensor:
+    cfg = job.config
+    scale = position_scale(job.panel, cfg.profit, cfg.tracker, cfg.data.periods_per_year)
+    return torch.from_numpy(scale.astype(np.float32)).to(device)
+
+
 def evaluate(model: AllocationTransformer, job: TrainingJob, x: torch.Tensor, returns: torch.Tensor,
              decisions: range) -> tuple[dict, dict, dict]:
     """(average profit metrics, per-symbol metrics, extra) on a decision range, plus the objective's loss."""
@@ -175,20 +191,20 @@ def evaluate(model: AllocationTransformer, job: TrainingJob, x: torch.Tensor, re
     per_symbol: dict[str, dict] = {}
     sims = {}
     for s, symbol in enumerate(job.panel.symbols):
-        positions = predict_positions(model, x, s, decisions)
+        positions = model_positions(model, x, job.panel, s, decisions, cfg)
         sims[symbol] = simulate(job.panel, s, decisions, positions, cfg.tracker, cfg.data.periods_per_year)
         per_symbol[symbol] = sims[symbol].metrics
     ends = window_ends(decisions, len(job.panel.symbols))
     if len(ends) > 2048:
         ends = ends[np.linspace(0, len(ends) - 1, 2048).astype(int)]
-    batches = Batches(x, returns, ends, model.context_length, cfg.data.horizon, torch.Generator())
+    batches = Batches(x, returns, ends, model.context_length, cfg.data.horizon, torch.Generator(),
+                      _device_scale(job, x.device))
     with torch.no_grad():
         was_training = model.training
         model.eval()
         xb, rb, _ = batches.gather(batches.ends)
         out = model(xb)
-        loss = profit_objective(out.positions.float(), rb, cfg.profit.transaction_cost_bps / 1e4,
-                                cfg.profit.sharpe_weight, cfg.profit.risk_penalty).loss.item()
+        loss = objective_from_config(out.positions.float() * batches.scales(batches.ends), rb, cfg).loss.item()
         model.train(was_training)
     return average_metrics(per_symbol), per_symbol, {"loss": loss, "simulations": sims}
 
@@ -227,8 +243,7 @@ def fit(job: TrainingJob) -> FitResult:
     guard = StepGuard(optimizer, device, tcfg.nan_policy)
     x, returns = _device_tensors(job, device)
     batches = Batches(x, returns, window_ends(job.splits.train, len(job.panel.symbols)),
-                      cfg.data.context_length, cfg.data.horizon, generator)
-    cost = cfg.profit.transaction_cost_bps / 1e4
+                      cfg.data.context_length, cfg.data.horizon, generator, _device_scale(job, device))
     amp = tcfg.amp and device.type == "cuda"
     logger = RunLogger(job.tensorboard_dir, purge_step=state["step"] + 1 if job.resume else None, enabled=ctx.is_main)
     if not job.resume:
@@ -249,12 +264,12 @@ def fit(job: TrainingJob) -> FitResult:
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=device)
             for micro in range(tcfg.grad_accum_steps):
-                xb, rb, future = batches.gather(batches.sample(tcfg.batch_size, ctx.rank, ctx.world_size))
+                ends = batches.sample(tcfg.batch_size, ctx.rank, ctx.world_size)
+                xb, rb, future = batches.gather(ends)
                 with distributed.accumulating(ddp, micro == tcfg.grad_accum_steps - 1):
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                         out = forward(xb)
-                    parts = profit_objective(out.positions.float(), rb, cost, cfg.profit.sharpe_weight,
-                                             cfg.profit.risk_penalty)
+                    parts = objective_from_config(out.positions.float() * batches.scales(ends), rb, cfg)
                     loss = parts.loss
                     if out.aux is not None:
                         loss = loss + cfg.model.aux_weight * aux_loss(out.aux.float(), future)
@@ -322,14 +337,47 @@ def fit(job: TrainingJob) -> FitResult:
         if not best_path.exists():          # every step skipped: keep the current weights rather than nothing
             ckpt.save_tensors(best_path, model.state_dict())
         ckpt.load_weights(model, ckpt.load_tensors(best_path), best_path)
+        if cfg.profit.position_sizing == "risk":
+            state["output_scale"] = calibrate_output_scale(model, job, x, job.splits.val)
+            ckpt.save_tensors(best_path, model.state_dict())
     if ctx.enabled:                         # every rank ends with rank 0's selected model and its record
         distributed.broadcast_module(model)
-        picked = distributed.broadcast({k: state[k] for k in ("best_step", "best_metrics", "history")})
+        picked = distributed.broadcast({k: state.get(k) for k in ("best_step", "best_metrics", "history",
+                                                                   "output_scale")})
         state.update(picked)
     model.eval()
     return FitResult(model=model, best_path=best_path, best_step=state["best_step"],
                      best_metrics=state["best_metrics"], steps_done=step, stopped_early=stopped_early,
-                     nan_skipped=state["nan_skipped"], device=str(device), history=state["history"])
+                     nan_skipped=state["nan_skipped"], device=str(device), history=state["history"],
+                     output_scale=state.get("output_scale"))
+
+
+MAX_OUTPUT_SCALE = 100.0
+
+
+@torch.no_grad()
+def calibrate_output_scale(model: AllocationTransformer, job: TrainingJob, x: torch.Tensor,
+                           decisions: range) -> float:
+    """Scale the model's positions so the strategy's validation volatility equals profit.sigma_target.
+
+    Why: a Sharpe objective is blind to the size of positions, so a well-trained model may trade at
+    1% volatility and show tiny returns. One constant, fitted on validation bars only (never test),
+    puts it on the risk budget the user asked for; Sharpe is unchanged apart from the leverage cap.
+    Returns the new output_scale (stored in the weights, so every backtest and paper trade uses it).
+    """
+    cfg = job.config
+    vols = []
+    for s in range(len(job.panel.symbols)):
+        positions = model_positions(model, x, job.panel, s, decisions, cfg)
+        sim = simulate(job.panel, s, decisions, positions, cfg.tracker, cfg.data.periods_per_year)
+        vols.append(sim.metrics["volatility"])
+    vol = float(np.mean(vols))
+    if vol > 0:
+        factor = min(cfg.profit.sigma_target / vol, MAX_OUTPUT_SCALE / float(model.output_scale))
+        model.output_scale.mul_(factor)
+        log.info("positions scaled by %.3g so the validation volatility (%.2f%%) meets the %.0f%% target",
+                 factor, 100 * vol, 100 * cfg.profit.sigma_target)
+    return float(model.output_scale)
 
 
 def _forecast_summary(panel: Panel) -> str:

@@ -29,7 +29,7 @@ from hftraining.backtest import evaluate_and_report, significance_line
 from hftraining.config import Config
 from hftraining.data.panel import Panel, Scaler, Splits, build_panel, make_splits
 from hftraining.errors import UserError
-from hftraining.evaluation import buy_and_hold, predict_positions, simulate
+from hftraining.evaluation import buy_and_hold, model_positions, simulate
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
 from hftraining.report import _clean, format_table
 from hftraining.train_with_profit import Prepared, run_metadata
@@ -126,7 +126,7 @@ def train_fold(fold: Fold, panel: Panel, symbol: str, config: Config, group_id: 
     result = fit(job)
     s = panel.symbol_index(symbol)
     x = torch.from_numpy(scaler.transform(panel)).to(next(result.model.parameters()).device)
-    positions = predict_positions(result.model, x, s, fold.test)
+    positions = model_positions(result.model, x, panel, s, fold.test, config)
     sim = simulate(panel, s, fold.test, positions, config.tracker, config.data.periods_per_year)
     ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
                          validation=result.best_metrics, test=_clean(sim.metrics))

@@ -73,6 +73,20 @@ def simulate_returns(rng: np.random.Generator, n_bars: int, edge: float = DEFAUL
 
 def generate_bars(symbol: str, n_bars: int, seed: int, edge: float = DEFAULT_EDGE) -> pd.DataFrame:
     """Daily OHLCV bars for `symbol` in the market `seed`, business days ending on END_DATE."""
+    return _market(symbol, n_bars, seed, edge)[0]
+
+
+def hidden_drift(symbol: str, n_bars: int, seed: int, edge: float = DEFAULT_EDGE) -> pd.Series:
+    """The drift the generator planted in `symbol`'s bars, by date: what the oracle baseline knows.
+
+    drift[t] is the expected log return of bar t (close t-1 -> close t). It is known only to the
+    generator; models see prices.
+    """
+    bars, path = _market(symbol, n_bars, seed, edge)
+    return pd.Series(path.drift, index=bars.index, name="drift")
+
+
+def _market(symbol: str, n_bars: int, seed: int, edge: float) -> tuple[pd.DataFrame, SyntheticPath]:
     rng = np.random.default_rng(symbol_seed(seed, symbol))
     daily_vol = float(np.exp(rng.uniform(np.log(0.01), np.log(0.025))))
     path = simulate_returns(rng, n_bars, edge=edge, daily_vol=daily_vol)
@@ -97,4 +111,4 @@ def generate_bars(symbol: str, n_bars: int, seed: int, edge: float = DEFAULT_EDG
         {"open": open_, "high": high, "low": low, "close": close, "adj_close": close, "volume": volume},
         index=dates, dtype="float64")
     bars.attrs.update(source=SOURCE, origin=synthetic_origin(seed, edge))
-    return bars
+    return bars, path
