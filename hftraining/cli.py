@@ -170,6 +170,43 @@ def _single_variant(stock, resume, walk_forward, retrain_every, window, seeds, s
 
 
 @app.command()
+def study(
+    stocks: List[str] = typer.Option(None, "--stocks", help="Tickers (space or comma separated)."),
+    stocks_file: Optional[Path] = typer.Option(None, "--stocks-file", help="File of tickers, one per line."),
+    mode: str = typer.Option("single", "--mode", help="single: one model per ticker; base: one pooled model; "
+                                                      "walk_forward: retrain every --retrain-every bars."),
+    seeds: Optional[List[int]] = typer.Option(None, "--seeds", help="Model seeds: --seeds 0 1 2 (default: --seed)."),
+    walk_forward: bool = typer.Option(False, "--walk-forward", help="Same as --mode walk_forward."),
+    retrain_every: int = typer.Option(252, "--retrain-every", help="Walk-forward: bars per fold."),
+    config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+    source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
+    end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
+    seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """One config over many tickers: test net Sharpe vs buy-and-hold, momentum (and the oracle), with a DSR."""
+    from hftraining.data.universe import read_stocks_file
+    from hftraining.study import format_study, run_study
+
+    symbols = _symbols(stocks) + (read_stocks_file(stocks_file) if stocks_file else [])
+    if not symbols:
+        raise UserError("hftrain study: no stocks given; use --stocks AAPL MSFT ... or --stocks-file FILE")
+    if walk_forward:
+        if mode not in ("single", "walk_forward"):
+            raise UserError(f"--walk-forward and --mode {mode} cannot be combined")
+        mode = "walk_forward"
+    if seeds and seed is not None:
+        raise UserError("--seed and --seeds cannot be combined; use --seeds alone")
+    cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
+                       symbols=list(dict.fromkeys(symbols)))
+    result = run_study(cfg.data.symbols, cfg, mode, seeds or [cfg.training.seed], retrain_every,
+                       progress=not quiet)
+    sys.stdout.write(format_study(result) + "\n")
+    if json_:
+        emit_json(result.summary)
+
+
+@app.command()
 def forecast(
     stocks: List[str] = typer.Option(..., "--stocks", help="Tickers (space or comma separated)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="statistical | chronos | toto."),
