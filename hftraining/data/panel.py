@@ -1,8 +1,10 @@
 """Panel tensors [time, symbol, feature] aligned by date, with the next-bar returns the model trades.
 
-One panel serves every dataset shape: a single symbol, many symbols (the base model) and an aligned
-group (a portfolio). Symbols are joined on their common dates after each symbol's features were
-computed on its own full history, so alignment never moves information backwards in time.
+An aligned panel serves a single symbol and a group that needs common dates (a portfolio): symbols
+are joined on their common dates after each symbol's features were computed on its own full
+history, so alignment never moves information backwards in time. Training on many symbols (base,
+study) uses a RaggedPanel instead (hftraining.data.ragged): each symbol on its own full history.
+The helpers at the end (`panel_windows`, `symbol_views`, `symbol_slice`, ...) take either kind.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -39,10 +41,15 @@ class Panel:
     data_origin: dict[str, str] = field(default_factory=dict)
     data_source: dict[str, str] = field(default_factory=dict)
     forecast: dict[str, dict] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)   # symbols left out (data.on_bad_symbol=skip)
 
     @property
     def n_time(self) -> int:
         return len(self.dates)
+
+    def by_symbol(self, fn: Callable[["Panel"], np.ndarray]) -> np.ndarray:
+        """A per-bar time-series function of a Panel; the same call as on a RaggedPanel (hftraining.data.ragged)."""
+        return fn(self)
 
     def date_str(self, index: int) -> str:
         return str(np.datetime_as_string(self.dates[index], unit="D"))
@@ -72,6 +79,9 @@ def symbol_frame(symbol: str, bars: pd.DataFrame, config: Config, forecast_cache
     return pd.concat([features, prices], axis=1), info
 
 
+PRICE_COLUMNS = ["px_open", "px_high", "px_low", "px_close"]
+
+
 def assemble_panel(frames: dict[str, pd.DataFrame], min_bars: int = 0,
                    origins: Optional[dict[str, str]] = None) -> Panel:
     """Join per-symbol frames on common dates and drop rows where any feature is still warming up."""
@@ -90,8 +100,7 @@ def assemble_panel(frames: dict[str, pd.DataFrame], min_bars: int = 0,
         raise UserError(
             f"{', '.join(symbols)}: only {len(common)} common dates with complete features, need {min_bars}")
     features = np.stack([frames[s].loc[common, feature_names].to_numpy(np.float32) for s in symbols], axis=1)
-    ohlc = np.stack([frames[s].loc[common, ["px_open", "px_high", "px_low", "px_close"]].to_numpy(np.float64)
-                     for s in symbols], axis=1)
+    ohlc = np.stack([frames[s].loc[common, PRICE_COLUMNS].to_numpy(np.float64) for s in symbols], axis=1)
     close = ohlc[..., 3]
     returns = np.full_like(close, np.nan)
     returns[:-1] = close[1:] / close[:-1] - 1.0
@@ -101,24 +110,32 @@ def assemble_panel(frames: dict[str, pd.DataFrame], min_bars: int = 0,
 
 def build_panel(symbols: list[str], config: Config, root: Path, progress: bool = True,
                 min_bars: Optional[int] = None) -> Panel:
-    """Load, check and featurise each symbol, then align them into one Panel."""
-    from hftraining.data import load_bars
-    from hftraining.layout import Layout
+    """Load, check and featurise each symbol (in parallel), then align them on common dates into one Panel.
 
-    layout = Layout.at(root)
-    frames: dict[str, pd.DataFrame] = {}
-    origin: dict[str, str] = {}
-    source: dict[str, str] = {}
-    forecast: dict[str, dict] = {}
-    for symbol in symbols:
-        bars = load_bars(symbol, config.data, layout.raw_data)
-        origin[symbol] = bars.attrs.get("origin", "")
-        source[symbol] = bars.attrs.get("source", "")
-        frames[symbol], forecast[symbol] = symbol_frame(symbol, bars, config, layout.forecast_cache, progress)
-    panel = assemble_panel(frames, min_bars=min_bars if min_bars is not None else required_bars(config),
-                           origins=origin)
-    panel.data_origin, panel.data_source, panel.forecast = origin, source, forecast
+    Every symbol must load: an aligned panel (a portfolio, one stock) is meaningless without one of them.
+    """
+    from hftraining.data.universe import featurise_universe
+
+    universe = featurise_universe(symbols, config, root, progress=progress, on_bad_symbol="error")
+    panel = assemble_panel(universe.items, min_bars=min_bars if min_bars is not None else required_bars(config),
+                           origins=universe.origin)
+    panel.data_origin, panel.data_source, panel.forecast = universe.origin, universe.source, universe.forecast
     return panel
+
+
+def panel_and_splits(symbols: list[str], config: Config, root: Path, progress: bool = True):
+    """The training data of single, base, finetune and study runs, with its chronological splits.
+
+    One symbol: an aligned Panel on its own dates. Several: a RaggedPanel, each symbol on its own full
+    history, split on common calendar dates (hftraining.data.ragged); bad symbols per data.on_bad_symbol.
+    """
+    if len(symbols) == 1:
+        panel = build_panel(symbols, config, root, progress=progress)
+        return panel, make_splits(panel.n_time, config)
+    from hftraining.data.ragged import build_ragged_panel, make_ragged_splits
+
+    panel = build_ragged_panel(symbols, config, root, progress=progress)
+    return panel, make_ragged_splits(panel, config)
 
 
 # --- chronological splits ---------------------------------------------------------------------
@@ -190,6 +207,10 @@ class Scaler:
 
     @classmethod
     def fit(cls, panel: Panel, train: range) -> "Scaler":
+        if not isinstance(train, range):             # a RaggedPanel's split: per symbol, on its own rows
+            from hftraining.data.ragged import fit_scaler
+
+            return fit_scaler(panel, train)
         rows = panel.features[: train.stop]          # every feature row a training window can see
         mean = rows.mean(axis=0).astype(np.float64)
         std = rows.std(axis=0).astype(np.float64)
@@ -200,6 +221,10 @@ class Scaler:
         if list(panel.feature_names) != self.feature_names:
             missing = sorted(set(self.feature_names) ^ set(panel.feature_names))
             raise UserError(f"feature list differs from the model's scaler: {', '.join(missing) or 'order'}")
+        if getattr(panel, "offsets", None) is not None:   # a RaggedPanel: each symbol's rows with its statistics
+            from hftraining.data.ragged import transform
+
+            return transform(self, panel)
         index = [self.symbols.index(s) if s in self.symbols else None for s in panel.symbols]
         mean = np.stack([self.mean[i] if i is not None else self._pooled()[0] for i in index])
         std = np.stack([self.std[i] if i is not None else self._pooled()[1] for i in index])
@@ -225,3 +250,76 @@ def window_ends(decisions: range, n_symbols: int) -> np.ndarray:
     t = np.repeat(np.arange(decisions.start, decisions.stop), n_symbols)
     s = np.tile(np.arange(n_symbols), len(decisions))
     return np.stack([t, s], axis=1).astype(np.int64)
+
+
+# --- what the trainer and the evaluator ask of either kind of panel -----------------------------
+
+# Consecutive bars further apart than this many days (or 3x a symbol's median spacing, if more) are a
+# gap in the data, not a weekend or holiday: no training window crosses one.
+GAP_DAYS = 4
+
+
+def bar_runs(dates: np.ndarray, breaks: Optional[np.ndarray] = None) -> np.ndarray:
+    """Run number of each bar [T]: a new run starts after a gap, or where `breaks[i]` says rows between
+    bar i and bar i+1 were dropped (features undefined there)."""
+    dates = np.asarray(dates, dtype="datetime64[ns]")
+    if len(dates) < 2:
+        return np.zeros(len(dates), dtype=np.int64)
+    spacing = np.diff(dates).astype("timedelta64[s]").astype(np.float64) / 86400.0
+    gap = spacing > max(GAP_DAYS, 3.0 * float(np.median(spacing)))
+    if breaks is not None:
+        gap |= np.asarray(breaks, dtype=bool)
+    return np.concatenate([[0], np.cumsum(gap)]).astype(np.int64)
+
+
+def panel_windows(panel, decisions, context: int) -> np.ndarray:
+    """Window ends [N, 2] of a split that stay inside one symbol and one gap-free run (label bar included).
+
+    `decisions` is a range of an aligned Panel or the RowRanges of a RaggedPanel.
+    """
+    if not isinstance(decisions, range):
+        from hftraining.data.ragged import training_windows
+
+        return training_windows(panel, decisions, context)
+    ends = window_ends(decisions, len(panel.symbols))
+    runs = bar_runs(panel.dates)
+    t = ends[:, 0]
+    inside = runs[t - context + 1] == runs[np.minimum(t + 1, len(runs) - 1)]
+    return ends if inside.all() else ends[inside]
+
+
+def last_rows(panel) -> Optional[np.ndarray]:
+    """[rows] the last row of each row's symbol for a RaggedPanel; None for an aligned Panel (its last bar)."""
+    return panel.last_rows() if getattr(panel, "offsets", None) is not None else None
+
+
+def symbol_views(panel, x, decisions):
+    """(symbol, panel, column, x, decision range) for each symbol with decisions in the split.
+
+    Aligned: the panel itself, column s, the whole x. Ragged: the symbol's own Panel, column 0, its rows
+    of x, and its decisions in its own bar indices. Symbols absent from a ragged split are left out.
+    """
+    if isinstance(decisions, range):
+        for s, symbol in enumerate(panel.symbols):
+            yield symbol, panel, s, x, decisions
+        return
+    for s, symbol in enumerate(panel.symbols):
+        r = decisions.ranges[s]
+        if len(r):
+            lo, hi = int(panel.offsets[s]), int(panel.offsets[s + 1])
+            yield symbol, panel.symbol_panel(symbol), 0, x[lo:hi], range(r.start - lo, r.stop - lo)
+
+
+def symbol_slice(panel, splits, symbol: str) -> tuple[Panel, Splits]:
+    """One symbol's Panel and splits (in its own indices): the same test bars as in the whole panel."""
+    if getattr(panel, "offsets", None) is not None:
+        return panel.symbol_panel(symbol), splits.for_symbol(panel, symbol)
+    import dataclasses
+
+    s = panel.symbol_index(symbol)
+    one = dataclasses.replace(
+        panel, symbols=[symbol], features=panel.features[:, s:s + 1], ohlc=panel.ohlc[:, s:s + 1],
+        returns=panel.returns[:, s:s + 1], data_origin={symbol: panel.data_origin.get(symbol, "")},
+        data_source={symbol: panel.data_source.get(symbol, "")}, forecast={symbol: panel.forecast.get(symbol, {})},
+        skipped={})
+    return one, splits

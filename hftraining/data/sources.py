@@ -14,7 +14,7 @@ import pandas as pd
 from hftraining.config import DataConfig
 from hftraining.data.bars import check_bars
 from hftraining.data.synthetic import generate_bars
-from hftraining.data.yahoo import load_yahoo
+from hftraining.data.yahoo import fetch_yahoo, load_yahoo
 from hftraining.errors import UserError
 from hftraining.layout import normalize_symbol
 
@@ -89,6 +89,28 @@ def cut_dates(bars: pd.DataFrame, symbol: str, start: str | None, end: str | Non
     return cut
 
 
+def prefetch(symbols: list[str], data: DataConfig, raw_cache: Path
+             ) -> tuple[dict[str, pd.DataFrame], dict[str, UserError]]:
+    """Before loading many symbols: Yahoo downloads what its cache lacks in batched calls.
+
+    Returns the bars it already holds (downloaded or read while deciding) and the symbols that
+    failed, each with its one-line error; other sources have nothing to fetch.
+    """
+    _day(data.start, "start")  # a bad date fails before any download
+    _day(data.end, "end")
+    if resolve_source(data) != "yahoo":
+        return {}, {}
+    return fetch_yahoo([normalize_symbol(s) for s in symbols], data, Path(raw_cache))
+
+
+def finish_bars(symbol: str, bars: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+    """Checked bars cut to data.start..data.end, keeping what `attrs` says about where they came from."""
+    attrs = dict(bars.attrs)
+    bars = cut_dates(bars, symbol, data.start, data.end).copy()
+    bars.attrs = attrs
+    return bars
+
+
 def load_bars(symbol: str, data: DataConfig, raw_cache: Path) -> pd.DataFrame:
     """Checked daily bars for one symbol from the configured source, cut to data.start..data.end.
 
@@ -105,7 +127,4 @@ def load_bars(symbol: str, data: DataConfig, raw_cache: Path) -> pd.DataFrame:
         bars = load_yahoo(symbol, data, Path(raw_cache))
     else:
         bars = generate_bars(symbol, data.synthetic_bars, data.synthetic_seed, edge=data.synthetic_edge)
-    attrs = dict(bars.attrs)
-    bars = cut_dates(bars, symbol, data.start, data.end).copy()
-    bars.attrs = attrs
-    return bars
+    return finish_bars(symbol, bars, data)

@@ -7,6 +7,11 @@ overlapping bar shows whether Yahoo has re-adjusted the history since (a dividen
 which case appending would splice two adjustment bases into a fake return, so the history is
 downloaded again instead. Today's bar is never cached, because it may still be forming.
 
+Many symbols are fetched together (`fetch_yahoo`): the missing ones in batched `yf.download` calls of
+up to BATCH_SIZE tickers, the stale ones topped up the same way; one symbol's failure (an unknown
+ticker, bars that fail the checks) is that symbol's one-line error, while being offline or
+rate-limited stops the whole fetch.
+
 Offline, a needed download stops the run with one line: this module never substitutes other data.
 """
 
@@ -97,44 +102,94 @@ def frame_for_symbol(raw: pd.DataFrame, symbol: str) -> pd.DataFrame:
     return raw.dropna(how="all")
 
 
+BATCH_SIZE = 100  # tickers per yf.download call when many symbols are fetched together
+
+
+def _names(symbols: list[str]) -> str:
+    return ", ".join(symbols[:3]) + (f" (+{len(symbols) - 3} more)" if len(symbols) > 3 else "")
+
+
+def _call_yfinance(symbols: list[str], interval: str, start: date | None,
+                   end_exclusive: date) -> tuple[pd.DataFrame, list[str]]:
+    """One yf.download of `symbols` (a plain ticker string for one) and yfinance's error lines."""
+    if not yahoo_reachable():
+        raise offline_error(_names(symbols))
+    import yfinance as yf  # imported here: it is slow to import and only this path needs it
+
+    span = {"period": "max"} if start is None else {"start": start.isoformat()}
+    errors: list[str] = []
+    tickers = symbols[0] if len(symbols) == 1 else list(symbols)
+    try:
+        with _quiet_yfinance(errors):
+            raw = yf.download(tickers, end=end_exclusive.isoformat(), interval=interval, auto_adjust=False,
+                              actions=False, progress=False, threads=len(symbols) > 1, **span)
+    except Exception as exc:  # yfinance raises many types; the user needs the one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"Yahoo Finance download of {_names(symbols)} failed: {reason}") from None
+    return (raw if raw is not None else pd.DataFrame()), errors
+
+
+def download_many(symbols: list[str], interval: str, start: date | None,
+                  end_exclusive: date) -> dict[str, pd.DataFrame | UserError]:
+    """Checked bars per symbol for [start, end_exclusive), in batched yf.download calls.
+
+    Per symbol: the bars, an empty frame (Yahoo answered with no bars: only for a top-up, start set),
+    or the UserError saying what is wrong with that symbol. Being offline or rate-limited is not one
+    symbol's problem: it raises.
+    """
+    out: dict[str, pd.DataFrame | UserError] = {}
+    for i in range(0, len(symbols), BATCH_SIZE):
+        batch = symbols[i:i + BATCH_SIZE]
+        raw, errors = _call_yfinance(batch, interval, start, end_exclusive)
+        empty = []
+        for symbol in batch:
+            frame = frame_for_symbol(raw, symbol)
+            if len(frame) == 0:
+                empty.append(symbol)
+                continue
+            try:
+                out[symbol] = check_bars(frame, symbol, f"Yahoo Finance download of {symbol}")
+            except UserError as exc:
+                out[symbol] = exc
+        if empty:
+            _explain_no_bars(empty, errors)
+        for symbol in empty:
+            out[symbol] = pd.DataFrame() if start is not None else _unknown_ticker(symbol, errors, len(batch) == 1)
+    return out
+
+
 def download(symbol: str, interval: str, start: date | None, end_exclusive: date) -> pd.DataFrame:
     """Checked bars from Yahoo for [start, end_exclusive); start=None means the full history.
 
     Returns an empty frame when Yahoo answered but has no bars; raises UserError when offline.
     """
+    result = download_many([symbol], interval, start, end_exclusive)[symbol]
+    if isinstance(result, UserError):
+        raise result
+    return result
+
+
+def _error_lines(errors: list[str]) -> list[str]:
+    return [e for e in errors if not e.endswith(("Failed download:", "Failed downloads:"))]
+
+
+def _explain_no_bars(symbols: list[str], errors: list[str]) -> None:
+    """yfinance returns an empty frame for every failure; raise for the ones that are no symbol's fault."""
     if not yahoo_reachable():
-        raise offline_error(symbol)
-    import yfinance as yf  # imported here: it is slow to import and only this path needs it
-
-    span = {"period": "max"} if start is None else {"start": start.isoformat()}
-    errors: list[str] = []
-    try:
-        with _quiet_yfinance(errors):
-            raw = yf.download(symbol, end=end_exclusive.isoformat(), interval=interval, auto_adjust=False,
-                              actions=False, progress=False, threads=False, **span)
-    except Exception as exc:  # yfinance raises many types; the user needs the one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"Yahoo Finance download of {symbol} failed: {reason}") from None
-    frame = frame_for_symbol(raw if raw is not None else pd.DataFrame(), symbol)
-    if len(frame) == 0:
-        _explain_no_bars(symbol, errors, history_wanted=start is None)
-        return pd.DataFrame()
-    return check_bars(frame, symbol, f"Yahoo Finance download of {symbol}")
+        raise offline_error(_names(symbols))
+    if any("rate limit" in e.lower() or "too many requests" in e.lower() for e in _error_lines(errors)):
+        raise UserError(f"Yahoo Finance is rate-limiting downloads (fetching {_names(symbols)}): try again "
+                        "later, or use --data-dir DIR with <SYMBOL>.csv files")
 
 
-def _explain_no_bars(symbol: str, errors: list[str], history_wanted: bool) -> None:
-    """yfinance returns an empty frame for every failure; tell the user which one this was."""
-    if not yahoo_reachable():
-        raise offline_error(symbol)
-    reason = next((e for e in errors if not e.endswith(("Failed download:", "Failed downloads:"))), "")
-    if "rate limit" in reason.lower() or "too many requests" in reason.lower():
-        raise UserError(f"Yahoo Finance is rate-limiting downloads (fetching {symbol}): try again later, "
-                        "or use --data-dir DIR with <SYMBOL>.csv files")
-    if history_wanted:
-        said = f" (yfinance: {reason[:200]})" if reason else ""
-        raise UserError(
-            f"unknown ticker {symbol!r} on Yahoo Finance: no bars returned{said}; "
-            "check the symbol (e.g. BRK-B, ^GSPC) or use --data-dir DIR with <SYMBOL>.csv files")
+def _unknown_ticker(symbol: str, errors: list[str], alone: bool) -> UserError:
+    """No bars for a full-history request: the ticker does not exist (yfinance's reason when it gave one)."""
+    lines = _error_lines(errors)
+    reason = next((e for e in lines if f"'{symbol}'" in e.split("]:", 1)[0]), lines[0] if alone and lines else "")
+    said = f" (yfinance: {reason[:200]})" if reason else ""
+    return UserError(
+        f"unknown ticker {symbol!r} on Yahoo Finance: no bars returned{said}; "
+        "check the symbol (e.g. BRK-B, ^GSPC) or use --data-dir DIR with <SYMBOL>.csv files")
 
 
 # --- the cache ---------------------------------------------------------------------------------
@@ -169,45 +224,102 @@ def _same_bar(a: pd.Series, b: pd.Series) -> bool:
                             rtol=1e-6, atol=0))
 
 
-def _top_up(symbol: str, interval: str, cached: pd.DataFrame, end_exclusive: date) -> pd.DataFrame | None:
-    """Cached bars plus the newer ones; the whole history again if Yahoo re-adjusted it.
-
-    None when Yahoo sent nothing back, not even the last cached bar (a hiccup, not an answer).
-    """
-    last = cached.index[-1]
-    newer = download(symbol, interval, last.date(), end_exclusive)
-    if len(newer) == 0:
-        log.warning("Yahoo Finance sent no bars for %s from %s on; using the cached bars as they are",
-                    symbol, f"{last:%Y-%m-%d}")
+def _recorded_through(path: Path) -> date | None:
+    """The sidecar's `checked_through` without reading the bars; None when it is missing or unreadable."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
         return None
-    if last in newer.index and _same_bar(cached.loc[last], newer.loc[last]):
-        return pd.concat([cached, newer[newer.index > last]])
-    log.warning("Yahoo Finance: %s's adjusted prices changed since it was cached (a dividend or split); "
-                "downloading its full history again", symbol)
-    return download(symbol, interval, None, end_exclusive)
+    try:
+        return date.fromisoformat(json.loads(sidecar.read_text())["checked_through"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+
+
+def _label(bars: pd.DataFrame, path: Path) -> pd.DataFrame:
+    bars.attrs.update(source="yahoo", origin=f"Yahoo Finance (cached {path})")
+    return bars
+
+
+def fetch_yahoo(symbols: list[str], data: DataConfig, raw_cache: Path
+                ) -> tuple[dict[str, pd.DataFrame], dict[str, UserError]]:
+    """Bring every symbol's cache up to what the request needs, in batched downloads.
+
+    Symbols without a cache are downloaded whole, together; cached ones that need newer bars are
+    topped up together from their last cached bar (one bar of overlap shows whether Yahoo has
+    re-adjusted the history, in which case that symbol is downloaded whole again). Returns the bars of
+    the symbols it downloaded or had to read, and the symbols that failed with their one-line errors;
+    a symbol in neither has an up-to-date cache to read.
+    """
+    wanted_through = _today() - timedelta(days=1)   # Yahoo's `end` is exclusive; today's bar may be forming
+    if data.end is not None:
+        wanted_through = min(wanted_through, date.fromisoformat(data.end))
+    end_exclusive = wanted_through + timedelta(days=1)
+    wants_newer = data.refresh or data.end is not None
+    loaded: dict[str, pd.DataFrame] = {}
+    failed: dict[str, UserError] = {}
+    whole: list[str] = []
+    cached: dict[str, pd.DataFrame] = {}
+    top_ups: dict[date, list[str]] = {}
+    paths = {symbol: cache_path(raw_cache, symbol, data.interval) for symbol in symbols}
+    for symbol, path in paths.items():
+        if not path.is_file():
+            whole.append(symbol)
+            continue
+        through = _recorded_through(path)
+        if through is not None and not (wanted_through > through and wants_newer):
+            if wanted_through > through:
+                log.info("%s: using cached bars through %s (data.refresh downloads newer ones)", symbol, through)
+            continue                                # up to date: read later, where it is used
+        try:
+            bars, through = _read_cache(path, symbol)
+        except UserError as exc:
+            failed[symbol] = exc
+            continue
+        if wanted_through > through and wants_newer:
+            cached[symbol] = bars
+            top_ups.setdefault(bars.index[-1].date(), []).append(symbol)
+        else:
+            if wanted_through > through:
+                log.info("%s: using cached bars through %s (data.refresh downloads newer ones)", symbol, through)
+            loaded[symbol] = _label(bars, path)
+
+    def store(symbol: str, result: pd.DataFrame | UserError) -> None:
+        if isinstance(result, UserError):
+            failed[symbol] = result
+            return
+        _write_cache(paths[symbol], result, symbol, data.interval, wanted_through)
+        loaded[symbol] = _label(result, paths[symbol])
+
+    for symbol, result in download_many(whole, data.interval, None, end_exclusive).items():
+        store(symbol, result)
+    readjusted = []
+    for start, group in top_ups.items():
+        for symbol, newer in download_many(group, data.interval, start, end_exclusive).items():
+            old = cached[symbol]
+            last = old.index[-1]
+            if isinstance(newer, UserError):
+                failed[symbol] = newer
+            elif len(newer) == 0:                  # a hiccup, not an answer: keep the cache as it is
+                log.warning("Yahoo Finance sent no bars for %s from %s on; using the cached bars as they are",
+                            symbol, f"{last:%Y-%m-%d}")
+                loaded[symbol] = _label(old, paths[symbol])
+            elif last in newer.index and _same_bar(old.loc[last], newer.loc[last]):
+                store(symbol, pd.concat([old, newer[newer.index > last]]))
+            else:
+                log.warning("Yahoo Finance: %s's adjusted prices changed since it was cached (a dividend or "
+                            "split); downloading its full history again", symbol)
+                readjusted.append(symbol)
+    for symbol, result in download_many(readjusted, data.interval, None, end_exclusive).items():
+        store(symbol, result)
+    return loaded, failed
 
 
 def load_yahoo(symbol: str, data: DataConfig, raw_cache: Path) -> pd.DataFrame:
     """Bars for `symbol` from the cache, downloading what the request needs that it lacks."""
+    loaded, failed = fetch_yahoo([symbol], data, raw_cache)
+    if symbol in failed:
+        raise failed[symbol]
+    if symbol in loaded:
+        return loaded[symbol]
     path = cache_path(raw_cache, symbol, data.interval)
-    # Yahoo's `end` is exclusive; stop before today, whose bar may still be forming.
-    wanted_through = _today() - timedelta(days=1)
-    if data.end is not None:
-        wanted_through = min(wanted_through, date.fromisoformat(data.end))
-    end_exclusive = wanted_through + timedelta(days=1)
-
-    if not path.is_file():
-        bars = download(symbol, data.interval, None, end_exclusive)
-        _write_cache(path, bars, symbol, data.interval, wanted_through)
-    else:
-        bars, checked_through = _read_cache(path, symbol)
-        if wanted_through > checked_through and (data.refresh or data.end is not None):
-            topped_up = _top_up(symbol, data.interval, bars, end_exclusive)
-            if topped_up is not None:
-                bars = topped_up
-                _write_cache(path, bars, symbol, data.interval, wanted_through)
-        elif wanted_through > checked_through:
-            log.info("%s: using cached bars through %s (data.refresh downloads newer ones)",
-                     symbol, checked_through)
-    bars.attrs.update(source="yahoo", origin=f"Yahoo Finance (cached {path})")
-    return bars
+    return _label(_read_cache(path, symbol)[0], path)
