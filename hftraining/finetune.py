@@ -150,6 +150,48 @@ def load_model(config: Config, n_features: int, weights: dict, where: Path) -> A
 
 # --- the fine-tune -----------------------------------------------------------------------------
 
+def validation_sharpe(model: AllocationTransformer, job: TrainingJob) -> float:
+    """Net Sharpe of the model's traded positions on the job's validation range (the tracker's, with costs)."""
+    import torch
+
+    from hftraining.evaluation import model_positions, simulate
+
+    x = torch.from_numpy(job.scaler.transform(job.panel)).to(next(model.parameters()).device)
+    positions = model_positions(model, x, job.panel, 0, job.splits.val, job.config)
+    return float(simulate(job.panel, 0, job.splits.val, positions, job.config.tracker,
+                          job.config.data.periods_per_year).metrics["sharpe_ratio"])
+
+
+def keep_the_better(result: FitResult, base_model: AllocationTransformer, job: TrainingJob) -> dict:
+    """Keep the fine-tuned weights only if they beat the base on this stock's validation net Sharpe.
+
+    Why: a fine-tune on one stock's few thousand bars can overfit and lose to the base it started
+    from; by choice it must never make things worse. When the base is kept, its weights (calibrated
+    to the volatility target on this stock's validation bars) replace the fine-tune's, in memory and
+    in the run folder, and the log and metadata say so with both Sharpes.
+    """
+    import torch
+
+    from hftraining.trainer import calibrate_output_scale
+
+    tuned = validation_sharpe(result.model, job)
+    base = validation_sharpe(base_model.to(next(result.model.parameters()).device), job)
+    kept_base = not tuned > base
+    if kept_base:
+        with torch.no_grad():
+            result.model.load_state_dict(base_model.state_dict())
+        if job.config.profit.position_sizing == "risk":
+            x = torch.from_numpy(job.scaler.transform(job.panel)).to(next(result.model.parameters()).device)
+            calibrate_output_scale(result.model, job, x, job.splits.val)
+        ckpt.save_tensors(result.best_path, result.model.state_dict())
+        log.info("%s: the fine-tune's validation net Sharpe %.3f does not beat the base model's %.3f; "
+                 "keeping the base weights", job.panel.symbols[0], tuned, base)
+    else:
+        log.info("%s: fine-tune validation net Sharpe %.3f beats the base model's %.3f", job.panel.symbols[0],
+                 tuned, base)
+    return {"kept_base": kept_base, "validation_sharpe_finetuned": tuned, "validation_sharpe_base": base}
+
+
 @dataclass
 class FinetuneRun:
     symbol: str
@@ -224,10 +266,13 @@ def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, 
                       learning_rate=config.training.finetune_learning_rate, max_steps=n_steps, metadata=meta,
                       init_weights=base_files.weights, progress=progress, on_step=on_step)
     result = fit(job)
+    base_model = load_model(config, len(panel.feature_names), base_files.weights, base_dir)  # same shape
+    choice = keep_the_better(result, base_model, job) if ctx.is_main else {}
+    if ctx.enabled:                         # every rank ends with the weights rank 0 kept
+        distributed.broadcast_module(result.model)
     if ctx.is_main:                         # the other ranks keep the in-memory metadata
         meta = ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
                                     steps_done=result.steps_done, stopped_early=result.stopped_early,
-                                    device=result.device, validation=result.best_metrics)
-    base_model = load_model(config, len(panel.feature_names), base_files.weights, base_dir)  # same shape
+                                    device=result.device, validation=result.best_metrics, **choice)
     return FinetuneRun(symbol, run_id, run_dir, result.best_path, tb_dir, result.model, base_model, result,
                        prepared, config, meta)

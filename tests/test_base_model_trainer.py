@@ -269,3 +269,34 @@ def test_module_entry_forwards_to_hftrain_base(monkeypatch, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "Usage: hftrain base" in out and "--base-stocks" in out and "--finetune-epochs" in out
+
+
+@pytest.mark.parametrize("base_is_better", [True, False])
+def test_a_finetune_that_does_not_beat_its_base_on_validation_keeps_the_base(pipeline, monkeypatch, tmp_path,
+                                                                             base_is_better):
+    """Fine-tuning cannot make things worse by choice: losing to the base on validation keeps the base."""
+    from hftraining import finetune
+
+    base_dir = pipeline["root"] / "models" / "base" / RUN
+    base_weights = ckpt.load_tensors(base_dir / "model.safetensors")
+    real = finetune.validation_sharpe
+    seen = {}
+
+    def rigged(model, job):
+        value = real(model, job)
+        is_base = all(torch.equal(t, base_weights[k]) for k, t in model.state_dict().items() if k != "output_scale")
+        seen["base" if is_base else "tuned"] = value
+        return value + (1.0 if is_base == base_is_better else -1.0)
+
+    monkeypatch.setattr(finetune, "validation_sharpe", rigged)
+    config = load_config(base_dir / "config.yaml")
+    config.paths.root = str(tmp_path)
+    run = finetune.finetune_stock("AAA", base_dir, config, steps=3, run_id="ft", progress=False)
+    meta = json.loads((run.run_dir / "metadata.json").read_text())
+    assert meta["kept_base"] is base_is_better
+    assert meta["validation_sharpe_base"] == pytest.approx(seen["base"] + (1.0 if base_is_better else -1.0))
+    assert meta["validation_sharpe_finetuned"] == pytest.approx(seen["tuned"] + (-1.0 if base_is_better else 1.0))
+    saved = ckpt.load_tensors(run.run_dir / "model.safetensors")
+    same = all(torch.equal(saved[k], base_weights[k]) for k in base_weights if k != "output_scale")
+    assert same is base_is_better
+    assert all(torch.equal(t, saved[k]) for k, t in run.model.state_dict().items())   # memory == disk
