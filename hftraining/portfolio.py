@@ -30,7 +30,6 @@ from hftraining.errors import UserError
 from hftraining.html_report import save_series
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol, parse_symbols
 from hftraining.model import build_model
-from hftraining.objective import VAR_FLOOR
 from hftraining.portfolio_sim import PortfolioSim, baselines, clean_metrics, rebalance_offsets, simulate_portfolio
 from hftraining.report import format_table
 from hftraining.tensorboard_log import RunLogger
@@ -41,6 +40,7 @@ log = logging.getLogger("hftraining")
 
 CASH = "CASH"
 CASH_PRIOR = 0.02   # share of cash in the untrained policy
+VAR_FLOOR = 1e-10   # keeps d sqrt(var) finite when an episode holds no risk (per-episode Sharpe form)
 TABLE_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "win_rate", "trade_count", "rebal_turnover"]
 
 
