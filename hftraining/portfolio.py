@@ -33,7 +33,7 @@ from hftraining.model import build_model
 from hftraining.portfolio_sim import PortfolioSim, baselines, clean_metrics, rebalance_offsets, simulate_portfolio
 from hftraining.report import format_table
 from hftraining.tensorboard_log import RunLogger
-from hftraining.train_with_profit import Prepared, prepare, run_metadata
+from hftraining.train_with_profit import Prepared, run_metadata
 from hftraining.trainer import TrainingDiverged, learning_rate_at, resolve_device
 
 log = logging.getLogger("hftraining")
@@ -203,10 +203,19 @@ def rebalance_every(config: Config) -> int:
 
 @torch.no_grad()
 def predict_weights(policy: PortfolioPolicy, x: torch.Tensor, bars: torch.Tensor, chunk: int = 256) -> np.ndarray:
-    """Target weights [R, M] at each rebalance bar, each from its own window of x (eval mode, no dropout)."""
+    """Target weights [R, M] at each rebalance bar, each from its own window of x (eval mode, no dropout).
+
+    Every chunk is padded to `chunk` rows (repeating its last bar), so the kernels always see the same
+    shapes and a bar's weights do not depend on how many bars follow it (a backtest on data ending at D
+    reproduces the weights before D bit for bit).
+    """
     was_training = policy.training
     policy.eval()
-    out = [policy(windows(x, bars[i:i + chunk], policy.context_length)).cpu() for i in range(0, len(bars), chunk)]
+    out = []
+    for i in range(0, len(bars), chunk):
+        part = bars[i:i + chunk]
+        padded = torch.cat([part, part[-1:].expand(chunk - len(part))]) if len(part) < chunk else part
+        out.append(policy(windows(x, padded, policy.context_length))[:len(part)].cpu())
     policy.train(was_training)
     return torch.cat(out).double().numpy()
 
@@ -391,7 +400,7 @@ def run_portfolio(symbols: list[str], config: Config, base_run: Optional[Path] =
         config.model = base.config.model.model_copy()      # the encoder must have the base run's shape
     Layout.at(config.paths.root).ensure_writable()
     resolve_device(config.training.device)
-    prepared = prepare(symbols, config, progress=progress)
+    prepared = prepare_aligned(symbols, config, progress)
     pooled = pooled_scaler(prepared.panel, prepared.splits.train, config.data.context_length)
     run = run_prepared(Prepared(prepared.panel, prepared.splits, pooled), config, base, progress)
     from hftraining.trials import register_trial
@@ -400,6 +409,21 @@ def run_portfolio(symbols: list[str], config: Config, base_run: Optional[Path] =
                    run.summary["validation"].get("sharpe_ratio"), run.summary["test"].get("sharpe_ratio"),
                    run_dir=str(run.run_dir))
     return run
+
+
+def prepare_aligned(symbols: list[str], config: Config, progress: bool = True) -> Prepared:
+    """The group on its common dates (an allocation needs every asset on every bar) with make_splits' splits.
+
+    `train_with_profit.prepare` gives several symbols a ragged panel, each on its own history; a portfolio
+    cannot use that, so it builds the aligned panel itself. The scaler here is replaced by pooled_scaler.
+    """
+    from hftraining.data.panel import build_panel, make_splits
+    from hftraining.train_with_profit import warn_on_cost_mismatch
+
+    warn_on_cost_mismatch(config)
+    panel = build_panel(symbols, config, Path(config.paths.root), progress=progress)
+    splits = make_splits(panel.n_time, config)
+    return Prepared(panel, splits, Scaler.fit(panel, splits.train))
 
 
 def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFiles] = None,
