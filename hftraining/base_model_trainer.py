@@ -1,6 +1,7 @@
 """`hftrain base` / `finetune` / `pipeline`: one base model on many stocks, fine-tuned per stock, compared.
 
-base (windows of every listed stock, per-symbol scalers, common dates) -> fine-tune each stock from
+base (windows of every listed stock, each on its own full history, per-symbol scalers, calendar
+splits shared by all; hftraining.data.ragged) -> fine-tune each stock from
 the base weights (hftraining.finetune) -> report: per stock, on the same test bars and costs, the
 base alone, the fine-tuned model, buy-and-hold (and a single model from scratch on request).
 The portfolio stage (hftraining.portfolio, imported lazily) closes the pipeline.
@@ -19,6 +20,7 @@ import torch
 from hftraining import atomic, distributed
 from hftraining import checkpoint as ckpt
 from hftraining.config import Config
+from hftraining.data.panel import symbol_slice
 from hftraining.errors import UserError
 from hftraining.evaluation import Simulation, average_metrics, buy_and_hold, model_positions, simulate
 from hftraining.finetune import (
@@ -26,7 +28,6 @@ from hftraining.finetune import (
     base_run_dir,
     finetune_config_from_base,
     finetune_stock,
-    symbol_panel,
     with_schedule,
 )
 from hftraining.layout import Layout, claim_run_dir, new_run_id, parse_symbols
@@ -65,11 +66,11 @@ def train_base(symbols: list[str], config: Config, steps: int | None = None, run
     layout.ensure_writable()
     resolve_device(config.training.device)
     ctx = distributed.context()             # under torchrun: rank 0 builds the data first, alone writes files
-    prepared = distributed.main_first(lambda: prepare(symbols, config, progress=progress))
+    prepared = distributed.main_first(lambda: prepare(symbols, config, progress=progress, ragged=True))
     run_id = distributed.broadcast(run_id or config.paths.run_name or new_run_id())
     tb_dir = layout.tensorboard("base", run_id)
     tcfg = config.training
-    meta = run_metadata("base", run_id, config, prepared, steps=tcfg.max_steps,
+    meta = run_metadata("base", run_id, config, prepared, **ragged_summary(prepared), steps=tcfg.max_steps,
                         batch_size=tcfg.batch_size, learning_rate=tcfg.learning_rate, world_size=ctx.world_size,
                         global_batch_size=tcfg.batch_size * tcfg.grad_accum_steps * ctx.world_size)
 
@@ -89,6 +90,15 @@ def train_base(symbols: list[str], config: Config, steps: int | None = None, run
                              steps_done=result.steps_done, stopped_early=result.stopped_early,
                              device=result.device, validation=result.best_metrics)
     return BaseRun(run_id, run_dir, result.best_path, tb_dir, result.model, result, prepared)
+
+
+def ragged_summary(prepared: Prepared) -> dict:
+    """For the metadata of a run on a ragged panel: its size and every symbol's decisions per split."""
+    panel = prepared.panel
+    if not hasattr(prepared.splits, "per_symbol"):
+        return {}
+    return {"panel": {"layout": "ragged (each symbol on its own history)", "rows": panel.n_rows,
+                      "decisions_per_symbol": prepared.splits.per_symbol(panel)}}
 
 
 # --- comparison on the test range --------------------------------------------------------------
@@ -232,17 +242,24 @@ def _run_base_pipeline(symbols: list[str], config: Config, finetune: bool, base_
     sims: dict[str, dict[str, Simulation]] = {}
     runs: dict[str, dict] = {}
     for symbol in panel.symbols:
-        stock = Prepared(symbol_panel(panel, symbol), base.prepared.splits, base.prepared.scaler)
+        stock = Prepared(*symbol_slice(panel, base.prepared.splits, symbol), base.prepared.scaler)
+        if not len(stock.splits.test):          # a ragged universe: this symbol has no bars in the test dates
+            log.warning("%s: no bars in the base run's test dates; no fine-tune and no report for it", symbol)
+            continue
         models = {"base": base.model}
         runs[symbol] = {"base": str(base.run_dir)}
-        if finetune:
+        trainable = len(stock.splits.train) > 0 and len(stock.splits.val) > 0
+        if (finetune or compare_single) and not trainable:
+            log.warning("%s: no %s bars in the base run's split dates; reported with the base model only",
+                        symbol, "training" if not len(stock.splits.train) else "validation")
+        if finetune and trainable:
             ft = finetune_stock(symbol, base.run_dir, config=finetune_config_from_base(base.run_dir),
                                 epochs=finetune_epochs, run_id=base.run_id,
                                 data=(stock.panel, stock.splits), progress=progress)
             finetuned[symbol] = ft
             models["finetuned"] = ft.model
             runs[symbol]["finetuned"] = str(ft.run_dir)
-        if compare_single:
+        if compare_single and trainable:
             single_cfg = with_schedule(single_config, single_config.training.max_steps)
             single_cfg.data.symbols = [symbol]
             models["single"], single_dir = scratch_model(symbol, stock, single_cfg, f"{base.run_id}-scratch",

@@ -106,6 +106,7 @@ def run_base_mode(symbols: list[str], config: Config, seeds: Sequence[int], stud
                   progress: bool) -> list[Outcome]:
     """One pooled model per seed over every ticker, evaluated on each ticker's test range."""
     from hftraining.base_model_trainer import train_base
+    from hftraining.data.panel import symbol_views
     from hftraining.evaluation import model_positions, simulate
     from hftraining.train_with_profit import evaluate_test
 
@@ -120,9 +121,10 @@ def run_base_mode(symbols: list[str], config: Config, seeds: Sequence[int], stud
         import torch
 
         x = torch.from_numpy(base.prepared.scaler.transform(panel)).to(next(base.model.parameters()).device)
-        for symbol in panel.symbols:
-            s = panel.symbol_index(symbol)
-            val = simulate(panel, s, splits.val, model_positions(base.model, x, panel, s, splits.val, cfg),
+        for symbol, one, s, rows, val_bars in symbol_views(panel, x, splits.val):  # ragged: on its own bars
+            if symbol not in summaries:                      # no test bars in this symbol's history
+                continue
+            val = simulate(one, s, val_bars, model_positions(base.model, rows, one, s, val_bars, cfg),
                            cfg.tracker, cfg.data.periods_per_year)
             prefix = "" if len(panel.symbols) == 1 else f"{symbol}_"
             out.append(_outcome(symbol, seed, base.run_id, val.metrics["sharpe_ratio"], summaries[symbol],

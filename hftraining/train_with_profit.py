@@ -15,7 +15,7 @@ from hftraining import checkpoint as ckpt
 from hftraining import distributed
 from hftraining.backtest import evaluate_and_report, significance_line
 from hftraining.config import Config
-from hftraining.data.panel import Panel, Scaler, Splits, build_panel, make_splits
+from hftraining.data.panel import Panel, Scaler, Splits, panel_and_splits, symbol_views
 from hftraining.errors import UserError
 from hftraining.evaluation import model_positions
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
@@ -44,10 +44,10 @@ def warn_on_cost_mismatch(config: Config) -> None:
                     config.profit.transaction_cost_bps, evaluated)
 
 
-def prepare(symbols: list[str], config: Config, progress: bool = True) -> Prepared:
+def prepare(symbols: list[str], config: Config, progress: bool = True, ragged: bool = False) -> Prepared:
+    """Panel, splits and scaler; `ragged` (base models): each symbol on its own full history, else common dates."""
     warn_on_cost_mismatch(config)
-    panel = build_panel(symbols, config, Path(config.paths.root), progress=progress)
-    splits = make_splits(panel.n_time, config)
+    panel, splits = panel_and_splits(symbols, config, Path(config.paths.root), progress=progress, ragged=ragged)
     return Prepared(panel, splits, Scaler.fit(panel, splits.train))
 
 
@@ -63,6 +63,7 @@ def run_metadata(kind: str, run_id: str, config: Config, prepared: Prepared, **e
         "synthetic": any(src == "synthetic" for src in panel.data_source.values()),
         "forecast": panel.forecast,
         "splits": prepared.splits.as_dict(panel),
+        "skipped_symbols": panel.skipped,
         "n_features": len(panel.feature_names),
         "feature_names": panel.feature_names,
         "versions": ckpt.versions(),
@@ -80,13 +81,17 @@ def evaluate_test(fitted, prepared: Prepared, config: Config, report_dir: Path, 
     x = torch.from_numpy(prepared.scaler.transform(panel)).to(device)
     summaries = {}
     symbols = symbols or panel.symbols
-    for symbol in symbols:
-        s = panel.symbol_index(symbol)
-        positions = model_positions(fitted, x, panel, s, splits.test, config)
+    for symbol, one, s, rows, test in symbol_views(panel, x, splits.test):   # ragged: each on its own bars
+        if symbol not in symbols:
+            continue
+        positions = model_positions(fitted, rows, one, s, test, config)
         prefix = "" if len(symbols) == 1 else f"{symbol}_"
         trials = TrialScope(config.paths.root, panel.symbols, run_id=info.get("run_id"))
-        summaries[symbol] = evaluate_and_report(report_dir, panel, s, splits.test, positions, config, info,
+        summaries[symbol] = evaluate_and_report(report_dir, one, s, test, positions, config, info,
                                                 prefix=prefix, trials=trials).summary
+    for symbol in symbols:
+        if symbol not in summaries:
+            log.warning("%s: no bars in the test dates; it has no test report", symbol)
     return summaries
 
 

@@ -20,7 +20,7 @@ import torch
 from hftraining import checkpoint as ckpt
 from hftraining import distributed
 from hftraining.config import Config
-from hftraining.data.panel import Panel, Scaler, Splits, window_ends
+from hftraining.data.panel import Panel, Scaler, Splits, last_rows, panel_windows, symbol_views
 from hftraining.errors import UserError
 from hftraining.evaluation import average_metrics, model_positions, simulate
 from hftraining.model import AllocationTransformer, build_model
@@ -95,11 +95,15 @@ class Batches:
     """Draws training windows (end bar, symbol) by index from device-resident tensors.
 
     `scale` [T, S] turns the model's raw positions into traded ones (hftraining.sizing); None = 1.
+    `last_rows` [T] (a RaggedPanel's, hftraining.data.panel.last_rows) stops the next-`horizon` returns
+    at each window's own symbol; None = at the last bar.
     """
 
     def __init__(self, x: torch.Tensor, returns: torch.Tensor, ends: np.ndarray, context: int, horizon: int,
-                 generator: torch.Generator, scale: Optional[torch.Tensor] = None):
+                 generator: torch.Generator, scale: Optional[torch.Tensor] = None,
+                 last_rows: Optional[np.ndarray] = None):
         self.x, self.returns = x, returns
+        self.last_rows = torch.from_numpy(last_rows).to(x.device) if last_rows is not None else None
         self.scale = scale if scale is not None else torch.ones_like(returns)
         self.ends = torch.from_numpy(ends).to(x.device)
         self.offsets = torch.arange(context - 1, -1, -1, device=x.device)
@@ -119,7 +123,8 @@ class Batches:
         """Windows [B, L, F], their next-bar returns [B, L] and next-`horizon` returns [B, L, H]."""
         t_idx = ends[:, :1] - self.offsets                       # [B, L]
         symbol = ends[:, 1:2]
-        future = (t_idx[..., None] + self.horizon_steps).clamp(max=self.last_bar)
+        last = self.last_bar if self.last_rows is None else self.last_rows[ends[:, 0]][:, None, None]
+        future = torch.clamp(t_idx[..., None] + self.horizon_steps, max=last)
         return self.x[t_idx, symbol], self.returns[t_idx, symbol], self.returns[future, symbol[..., None]]
 
     def scales(self, ends: torch.Tensor) -> torch.Tensor:
@@ -180,7 +185,8 @@ def _device_tensors(job: TrainingJob, device: torch.device) -> tuple[torch.Tenso
 
 def _device_scale(job: TrainingJob, device: torch.device) -> torch.Tensor:
     cfg = job.config
-    scale = position_scale(job.panel, cfg.profit, cfg.tracker, cfg.data.periods_per_year)
+    scale = job.panel.by_symbol(lambda panel: position_scale(panel, cfg.profit, cfg.tracker,
+                                                             cfg.data.periods_per_year))
     return torch.from_numpy(scale.astype(np.float32)).to(device)
 
 
@@ -190,15 +196,15 @@ def evaluate(model: AllocationTransformer, job: TrainingJob, x: torch.Tensor, re
     cfg = job.config
     per_symbol: dict[str, dict] = {}
     sims = {}
-    for s, symbol in enumerate(job.panel.symbols):
-        positions = model_positions(model, x, job.panel, s, decisions, cfg)
-        sims[symbol] = simulate(job.panel, s, decisions, positions, cfg.tracker, cfg.data.periods_per_year)
+    for symbol, panel, s, rows, own in symbol_views(job.panel, x, decisions):   # ragged: each on its own bars
+        positions = model_positions(model, rows, panel, s, own, cfg)
+        sims[symbol] = simulate(panel, s, own, positions, cfg.tracker, cfg.data.periods_per_year)
         per_symbol[symbol] = sims[symbol].metrics
-    ends = window_ends(decisions, len(job.panel.symbols))
+    ends = panel_windows(job.panel, decisions, model.context_length)
     if len(ends) > 2048:
         ends = ends[np.linspace(0, len(ends) - 1, 2048).astype(int)]
     batches = Batches(x, returns, ends, model.context_length, cfg.data.horizon, torch.Generator(),
-                      _device_scale(job, x.device))
+                      _device_scale(job, x.device), last_rows(job.panel))
     with torch.no_grad():
         was_training = model.training
         model.eval()
@@ -242,8 +248,12 @@ def fit(job: TrainingJob) -> FitResult:
     forward = torch.compile(ddp) if tcfg.compile else ddp
     guard = StepGuard(optimizer, device, tcfg.nan_policy)
     x, returns = _device_tensors(job, device)
-    batches = Batches(x, returns, window_ends(job.splits.train, len(job.panel.symbols)),
-                      cfg.data.context_length, cfg.data.horizon, generator, _device_scale(job, device))
+    ends = panel_windows(job.panel, job.splits.train, cfg.data.context_length)
+    if len(ends) == 0:
+        raise UserError(f"{job.kind}: no training window of {cfg.data.context_length} bars without a gap in the "
+                        "training dates; load more history or shrink data.context_length")
+    batches = Batches(x, returns, ends, cfg.data.context_length, cfg.data.horizon, generator,
+                      _device_scale(job, device), last_rows(job.panel))
     amp = tcfg.amp and device.type == "cuda"
     logger = RunLogger(job.tensorboard_dir, purge_step=state["step"] + 1 if job.resume else None, enabled=ctx.is_main)
     if not job.resume:
@@ -367,9 +377,9 @@ def calibrate_output_scale(model: AllocationTransformer, job: TrainingJob, x: to
     """
     cfg = job.config
     vols = []
-    for s in range(len(job.panel.symbols)):
-        positions = model_positions(model, x, job.panel, s, decisions, cfg)
-        sim = simulate(job.panel, s, decisions, positions, cfg.tracker, cfg.data.periods_per_year)
+    for _, panel, s, rows, own in symbol_views(job.panel, x, decisions):
+        positions = model_positions(model, rows, panel, s, own, cfg)
+        sim = simulate(panel, s, own, positions, cfg.tracker, cfg.data.periods_per_year)
         vols.append(sim.metrics["volatility"])
     vol = float(np.mean(vols))
     if vol > 0:

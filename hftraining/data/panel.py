@@ -123,13 +123,14 @@ def build_panel(symbols: list[str], config: Config, root: Path, progress: bool =
     return panel
 
 
-def panel_and_splits(symbols: list[str], config: Config, root: Path, progress: bool = True):
-    """The training data of single, base, finetune and study runs, with its chronological splits.
+def panel_and_splits(symbols: list[str], config: Config, root: Path, progress: bool = True, ragged: bool = False):
+    """Training data with its chronological splits.
 
-    One symbol: an aligned Panel on its own dates. Several: a RaggedPanel, each symbol on its own full
-    history, split on common calendar dates (hftraining.data.ragged); bad symbols per data.on_bad_symbol.
+    One symbol, or `ragged` False (a portfolio group): an aligned Panel on common dates. Several symbols
+    and `ragged` (base models, studies): a RaggedPanel, each symbol on its own full history, split on
+    calendar dates (hftraining.data.ragged), bad symbols handled per data.on_bad_symbol.
     """
-    if len(symbols) == 1:
+    if len(symbols) == 1 or not ragged:
         panel = build_panel(symbols, config, root, progress=progress)
         return panel, make_splits(panel.n_time, config)
     from hftraining.data.ragged import build_ragged_panel, make_ragged_splits

@@ -178,12 +178,15 @@ class RaggedSplits:
     calendar: dict[str, tuple[str, str, int]]   # split -> (first, last decision date, dates) on the union calendar
 
     def as_dict(self, panel: RaggedPanel) -> dict:
-        """Like Splits.as_dict (bars: decision dates of the union calendar), plus each symbol's decisions."""
+        """As Splits.as_dict: each split's first and last decision date and its dates on the union calendar."""
         spans = {name: {"start": first, "end": last, "bars": bars}
                  for name, (first, last, bars) in self.calendar.items()}
-        per_symbol = {symbol: {name: len(getattr(self, name).ranges[s]) for name in ("train", "val", "test")}
-                      for s, symbol in enumerate(panel.symbols)}
-        return {**spans, "embargo": self.embargo, "ragged": True, "decisions_per_symbol": per_symbol}
+        return {**spans, "embargo": self.embargo}
+
+    def per_symbol(self, panel: RaggedPanel) -> dict[str, dict[str, int]]:
+        """Decision bars of each symbol in each split (0: absent from it)."""
+        return {symbol: {name: len(getattr(self, name).ranges[s]) for name in ("train", "val", "test")}
+                for s, symbol in enumerate(panel.symbols)}
 
     def for_symbol(self, panel: RaggedPanel, symbol: str) -> Splits:
         """The symbol's splits as ranges of its own bars (panel.symbol_panel(symbol)'s indices)."""

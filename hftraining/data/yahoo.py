@@ -49,8 +49,12 @@ def yahoo_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+class YahooUnavailable(UserError):
+    """Yahoo cannot serve anything right now (offline, rate-limited, yfinance failing): no one symbol's fault."""
+
+
 def offline_error(symbol: str) -> UserError:
-    return UserError(
+    return YahooUnavailable(
         f"cannot reach Yahoo Finance to download {symbol} (offline?): "
         "use --data-dir DIR with <SYMBOL>.csv files, or --source synthetic")
 
@@ -125,18 +129,40 @@ def _call_yfinance(symbols: list[str], interval: str, start: date | None,
                               actions=False, progress=False, threads=len(symbols) > 1, **span)
     except Exception as exc:  # yfinance raises many types; the user needs the one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"Yahoo Finance download of {_names(symbols)} failed: {reason}") from None
+        raise YahooUnavailable(f"Yahoo Finance download of {_names(symbols)} failed: {reason}") from None
     return (raw if raw is not None else pd.DataFrame()), errors
+
+
+def download(symbol: str, interval: str, start: date | None, end_exclusive: date) -> pd.DataFrame:
+    """Checked bars of one ticker from Yahoo for [start, end_exclusive); start=None means the full history.
+
+    Returns an empty frame when Yahoo answered but has no bars; raises UserError when offline.
+    """
+    raw, errors = _call_yfinance([symbol], interval, start, end_exclusive)
+    frame = frame_for_symbol(raw, symbol)
+    if len(frame) == 0:
+        _explain_no_bars([symbol], errors)
+        if start is None:
+            raise _unknown_ticker(symbol, errors, alone=True)
+        return pd.DataFrame()
+    return check_bars(frame, symbol, f"Yahoo Finance download of {symbol}")
 
 
 def download_many(symbols: list[str], interval: str, start: date | None,
                   end_exclusive: date) -> dict[str, pd.DataFrame | UserError]:
-    """Checked bars per symbol for [start, end_exclusive), in batched yf.download calls.
+    """Checked bars per symbol for [start, end_exclusive), in batched yf.download calls (`download` for one).
 
     Per symbol: the bars, an empty frame (Yahoo answered with no bars: only for a top-up, start set),
     or the UserError saying what is wrong with that symbol. Being offline or rate-limited is not one
-    symbol's problem: it raises.
+    symbol's problem: it raises (YahooUnavailable).
     """
+    if len(symbols) == 1:
+        try:
+            return {symbols[0]: download(symbols[0], interval, start, end_exclusive)}
+        except YahooUnavailable:
+            raise
+        except UserError as exc:
+            return {symbols[0]: exc}
     out: dict[str, pd.DataFrame | UserError] = {}
     for i in range(0, len(symbols), BATCH_SIZE):
         batch = symbols[i:i + BATCH_SIZE]
@@ -154,19 +180,8 @@ def download_many(symbols: list[str], interval: str, start: date | None,
         if empty:
             _explain_no_bars(empty, errors)
         for symbol in empty:
-            out[symbol] = pd.DataFrame() if start is not None else _unknown_ticker(symbol, errors, len(batch) == 1)
+            out[symbol] = pd.DataFrame() if start is not None else _unknown_ticker(symbol, errors, alone=False)
     return out
-
-
-def download(symbol: str, interval: str, start: date | None, end_exclusive: date) -> pd.DataFrame:
-    """Checked bars from Yahoo for [start, end_exclusive); start=None means the full history.
-
-    Returns an empty frame when Yahoo answered but has no bars; raises UserError when offline.
-    """
-    result = download_many([symbol], interval, start, end_exclusive)[symbol]
-    if isinstance(result, UserError):
-        raise result
-    return result
 
 
 def _error_lines(errors: list[str]) -> list[str]:
@@ -178,7 +193,7 @@ def _explain_no_bars(symbols: list[str], errors: list[str]) -> None:
     if not yahoo_reachable():
         raise offline_error(_names(symbols))
     if any("rate limit" in e.lower() or "too many requests" in e.lower() for e in _error_lines(errors)):
-        raise UserError(f"Yahoo Finance is rate-limiting downloads (fetching {_names(symbols)}): try again "
+        raise YahooUnavailable(f"Yahoo Finance is rate-limiting downloads (fetching {_names(symbols)}): try again "
                         "later, or use --data-dir DIR with <SYMBOL>.csv files")
 
 
