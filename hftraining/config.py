@@ -152,7 +152,15 @@ class PortfolioRLConfig(Section):
     include_cash: bool = Field(True, description="Add a cash asset the policy may hold.")
     rebalance_every: Optional[int] = Field(None, ge=1, description="Bars between rebalances; None = data.horizon.")
     risk_penalty: float = Field(1.0, ge=0, description="Weight of the variance of horizon returns in the objective.")
-    objective: Literal["mean_variance", "sharpe"] = Field("mean_variance", description="Portfolio objective form.")
+    objective: Literal["sharpe", "mean_variance", "episode_sharpe"] = Field(
+        "mean_variance", description="Portfolio objective: sharpe = pooled over every rebalance period of the batch "
+                                     "(DMN), mean_variance = per episode, episode_sharpe = per episode.")
+    prior: Literal["equal", "inverse_vol"] = Field(
+        "equal", description="Starting allocation the policy tilts from: equal = 1/N, inverse_vol = risk parity.")
+    prior_candidate: bool = Field(
+        False, description="Validate the untrained policy (the prior) too; training is kept only if it beats it.")
+    turnover_penalty_bps: float = Field(
+        0.0, ge=0, description="Extra cost per unit of rebalance turnover, charged in training only.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate of the portfolio policy.")
     max_steps: int = Field(100, ge=1, description="Optimizer steps for the portfolio policy.")
     batch_size: int = Field(16, ge=1, description="Episodes per optimizer step.")

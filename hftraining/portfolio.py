@@ -30,8 +30,10 @@ from hftraining.errors import UserError
 from hftraining.html_report import save_series
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol, parse_symbols
 from hftraining.model import build_model
+from hftraining.objective import pooled_sharpe
 from hftraining.portfolio_sim import PortfolioSim, baselines, clean_metrics, rebalance_offsets, simulate_portfolio
 from hftraining.report import format_table
+from hftraining.sizing import VOL_SPAN, ex_ante_volatility
 from hftraining.tensorboard_log import RunLogger
 from hftraining.train_with_profit import Prepared, run_metadata
 from hftraining.trainer import TrainingDiverged, learning_rate_at, resolve_device
@@ -40,6 +42,8 @@ log = logging.getLogger("hftraining")
 
 CASH = "CASH"
 CASH_PRIOR = 0.02   # share of cash in the untrained policy
+PRIORS = ("equal", "inverse_vol")
+OBJECTIVES = ("sharpe", "mean_variance", "episode_sharpe")
 VAR_FLOOR = 1e-10   # keeps d sqrt(var) finite when an episode holds no risk (per-episode Sharpe form)
 TABLE_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "win_rate", "trade_count", "rebal_turnover"]
 
@@ -47,20 +51,27 @@ TABLE_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "win_rate", "trade
 # --- the policy ------------------------------------------------------------------------------------
 
 class PortfolioPolicy(nn.Module):
-    """Windows of every asset [N, L, A, F] -> long-only weights [N, M] that sum to 1 (softmax).
+    """Windows of every asset [N, L, A, F] (+ prior log-weights [N, A]) -> long-only weights [N, M] summing to 1.
 
     Each asset's window goes through the shared causal encoder (the same AllocationTransformer a
     base run trains, so its weights can be copied in); the last step's state of each asset is read
     next to the mean over assets, giving one logit per asset plus a learned per-asset bias, and a cash
-    logit from the pooled state. The untrained policy is the equal-weight book with CASH_PRIOR in
-    cash (asset heads at zero, the cash bias set to match), so training learns tilts away from 1/N.
+    logit from the pooled state. The learned logits are tilts added to the prior's log-weights
+    (`prior`: "equal" = 1/N, "inverse_vol" = risk parity from an ex-ante volatility, see prior_logits).
+    The untrained policy is the prior's book with CASH_PRIOR in cash (asset heads at zero, the cash
+    bias set to match), so training learns tilts away from it.
     """
 
     def __init__(self, n_features: int, n_assets: int, context_length: int, horizon: int,
-                 model_cfg: ModelConfig, include_cash: bool, window: Optional[int] = None):
+                 model_cfg: ModelConfig, include_cash: bool, window: Optional[int] = None,
+                 prior: str = "equal", vol_span: int = VOL_SPAN):
         super().__init__()
+        if prior not in PRIORS:
+            raise ValueError(f"unknown portfolio prior {prior!r}; choose one of {', '.join(PRIORS)}")
         self.n_assets = n_assets
         self.include_cash = include_cash
+        self.prior = prior
+        self.vol_span = vol_span
         self.window = min(window or context_length, context_length)
         self.encoder = build_model(n_features, context_length, horizon, model_cfg)
         hidden = model_cfg.hidden_size
@@ -79,7 +90,8 @@ class PortfolioPolicy(nn.Module):
         """Bars of each asset's window: the last `window` bars of the encoder's context."""
         return self.window
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prior: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Weights [N, M]; `prior` [N, A] are the prior's log-weights at each row's bar (None = equal)."""
         n, length, assets, features = x.shape
         if assets != self.n_assets:
             raise ValueError(f"windows hold {assets} assets, the policy was built for {self.n_assets}")
@@ -88,9 +100,38 @@ class PortfolioPolicy(nn.Module):
         pooled = h.mean(dim=1)                                                       # [N, H]
         paired = torch.cat([h, pooled[:, None, :].expand_as(h)], dim=-1)            # [N, A, 2H]
         logits = self.asset_head(paired).squeeze(-1) + self.asset_bias              # [N, A]
+        if prior is not None:
+            logits = logits + prior.to(logits.dtype)
         if self.cash_head is not None:
             logits = torch.cat([logits, self.cash_head(pooled)], dim=-1)            # [N, A+1]
         return torch.softmax(logits.float(), dim=-1)
+
+
+def build_policy(n_features: int, n_assets: int, config: Config) -> PortfolioPolicy:
+    """The policy a config describes (training and `hftrain backtest` build it the same way)."""
+    return PortfolioPolicy(n_features, n_assets, config.data.context_length, config.data.horizon, config.model,
+                           config.portfolio.include_cash, config.portfolio.context_length, config.portfolio.prior,
+                           config.profit.vol_span)
+
+
+def prior_logits(returns: np.ndarray, prior: str, vol_span: int = VOL_SPAN) -> np.ndarray:
+    """The prior's log-weights [T, A] at every decision bar: log(A * pi_t), so 1/N gives zeros.
+
+    "equal": pi = 1/N. "inverse_vol": pi_i proportional to 1 / sigma_i, the ex-ante EWMA volatility of
+    asset i known at the close of t (hftraining.sizing.ex_ante_volatility: returns closed at bars <= t-1),
+    i.e. naive risk parity; a bar where any asset has no estimate yet falls back to 1/N.
+    `returns` [T, A] are the panel's next-bar returns (row t = close t -> t+1).
+    """
+    returns = np.asarray(returns, dtype=np.float64)
+    n_time, assets = returns.shape
+    if prior == "equal":
+        return np.zeros((n_time, assets))
+    if prior != "inverse_vol":
+        raise ValueError(f"unknown portfolio prior {prior!r}; choose one of {', '.join(PRIORS)}")
+    vol = ex_ante_volatility(returns, 252, vol_span)
+    known = np.all(np.isfinite(vol) & (vol > 0), axis=1)
+    inverse = np.where(known[:, None], 1.0 / np.where(known[:, None], vol, 1.0), 1.0)
+    return np.log(assets * inverse / inverse.sum(axis=1, keepdims=True))
 
 
 # --- the group's data --------------------------------------------------------------------------------
@@ -102,7 +143,8 @@ class PairStockDataset:
     earning close[min(t+k, stop)] / close[t] per asset, where `stop` ends the split (never beyond).
     """
 
-    def __init__(self, prepared: Prepared, every: int, episode_rebalances: int, device: torch.device):
+    def __init__(self, prepared: Prepared, every: int, episode_rebalances: int, device: torch.device,
+                 prior: str = "equal", vol_span: int = VOL_SPAN):
         panel = prepared.panel
         self.symbols = list(panel.symbols)
         self.splits: Splits = prepared.splits
@@ -112,6 +154,7 @@ class PairStockDataset:
         self.x = torch.from_numpy(prepared.scaler.transform(panel)).to(device)     # [T, A, F]
         self.close = torch.from_numpy(panel.ohlc[..., 3].copy()).to(device)        # [T, A] float64
         self.returns = np.nan_to_num(panel.returns, nan=0.0)                       # [T, A] for the simulator
+        self.prior = torch.from_numpy(prior_logits(self.returns, prior, vol_span)).float().to(device)  # [T, A]
         self.origins = dict(panel.data_origin)
         self.device = device
         train = self.splits.train
@@ -126,6 +169,10 @@ class PairStockDataset:
     def windows(self, bars: torch.Tensor, context: int) -> torch.Tensor:
         """Windows [N, L, A, F] ending at each bar of bars [N]."""
         return windows(self.x, bars, context)
+
+    def priors(self, bars: torch.Tensor) -> torch.Tensor:
+        """The prior's log-weights [N, A] at each bar of bars [N] (known at that bar's close)."""
+        return self.prior[bars]
 
     def growth(self, bars: torch.Tensor, stop: int) -> torch.Tensor:
         """Gross growth [N, A] of each asset from close t to close min(t + k, stop)."""
@@ -186,13 +233,31 @@ def horizon_net_returns(weights: torch.Tensor, growth: torch.Tensor, cost: float
     return gross[:, 1:] - cost * turnover
 
 
-def portfolio_loss(net: torch.Tensor, objective: str, risk_penalty: float) -> torch.Tensor:
-    """Mean over episodes of -(mean - risk_penalty * var) of its period returns, or of -mean/std (sharpe)."""
+def portfolio_loss(net: torch.Tensor, objective: str, risk_penalty: float,
+                   periods_per_year: float = 252 / 5) -> torch.Tensor:
+    """The training loss of period net returns [B, P-1].
+
+    "sharpe" (Deep Momentum Networks, as profit.objective): minus the annualised Sharpe of every period
+    of every episode pooled together, population std (`periods_per_year` = rebalance periods a year).
+    "mean_variance": mean over episodes of -(mean - risk_penalty * var) of its periods.
+    "episode_sharpe": mean over episodes of -mean/std of its own few periods (noisy; kept for comparison).
+    """
+    if objective == "sharpe":
+        return -pooled_sharpe(net, periods_per_year)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown portfolio objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     mean = net.mean(dim=1)
     var = net.var(dim=1, unbiased=False) if net.shape[1] > 1 else torch.zeros_like(mean)
-    if objective == "sharpe":
+    if objective == "episode_sharpe":
         return (-mean / torch.sqrt(var + VAR_FLOOR)).mean()
     return (-mean + risk_penalty * var).mean()
+
+
+def loss_from_config(net: torch.Tensor, config: Config) -> torch.Tensor:
+    """portfolio_loss with the config's objective, risk penalty and rebalance periods per year."""
+    pcfg = config.portfolio
+    periods = config.data.periods_per_year / rebalance_every(config)
+    return portfolio_loss(net, pcfg.objective, pcfg.risk_penalty, periods)
 
 
 # --- training, selection, evaluation ---------------------------------------------------------------
@@ -202,12 +267,13 @@ def rebalance_every(config: Config) -> int:
 
 
 @torch.no_grad()
-def predict_weights(policy: PortfolioPolicy, x: torch.Tensor, bars: torch.Tensor, chunk: int = 256) -> np.ndarray:
+def predict_weights(policy: PortfolioPolicy, x: torch.Tensor, bars: torch.Tensor, chunk: int = 256,
+                    prior: Optional[torch.Tensor] = None) -> np.ndarray:
     """Target weights [R, M] at each rebalance bar, each from its own window of x (eval mode, no dropout).
 
     Every chunk is padded to `chunk` rows (repeating its last bar), so the kernels always see the same
     shapes and a bar's weights do not depend on how many bars follow it (a backtest on data ending at D
-    reproduces the weights before D bit for bit).
+    reproduces the weights before D bit for bit). `prior` [T, A] are the prior's log-weights per bar.
     """
     was_training = policy.training
     policy.eval()
@@ -215,7 +281,8 @@ def predict_weights(policy: PortfolioPolicy, x: torch.Tensor, bars: torch.Tensor
     for i in range(0, len(bars), chunk):
         part = bars[i:i + chunk]
         padded = torch.cat([part, part[-1:].expand(chunk - len(part))]) if len(part) < chunk else part
-        out.append(policy(windows(x, padded, policy.context_length))[:len(part)].cpu())
+        bias = prior[padded] if prior is not None else None
+        out.append(policy(windows(x, padded, policy.context_length), bias)[:len(part)].cpu())
     policy.train(was_training)
     return torch.cat(out).double().numpy()
 
@@ -228,7 +295,8 @@ def simulate_policy(policy: PortfolioPolicy, x: torch.Tensor, returns: np.ndarra
     returns [T, A] is the whole panel's next-bar returns (finite), x [T, A, F] its scaled features.
     """
     bars = torch.arange(decisions.start, decisions.stop, every, device=x.device)
-    weights = predict_weights(policy, x, bars)
+    prior = torch.from_numpy(prior_logits(returns, policy.prior, policy.vol_span)).float().to(x.device)
+    weights = predict_weights(policy, x, bars, prior=prior)
     sim = simulate_portfolio(returns[decisions.start:decisions.stop], rebalance_offsets(len(decisions), every),
                              weights[:, :policy.n_assets], cost, periods_per_year)
     return sim, weights
@@ -251,7 +319,7 @@ def evaluate_policy(policy: PortfolioPolicy, data: PairStockDataset, decisions: 
         w = torch.from_numpy(weights).float()[None]
         g = data.growth(bars, decisions.stop).cpu()[None]
         net = horizon_net_returns(w, g, config.profit.transaction_cost_bps / 1e4)
-        loss = portfolio_loss(net, config.portfolio.objective, config.portfolio.risk_penalty).item()
+        loss = loss_from_config(net, config).item()
     return Evaluation(sim, weights, loss)
 
 
@@ -266,7 +334,12 @@ class PolicyFit:
 
 def fit_policy(policy: PortfolioPolicy, data: PairStockDataset, config: Config, best_path: Path,
                tensorboard_dir: Path, progress: bool = True) -> PolicyFit:
-    """AdamW with warmup + cosine over portfolio.max_steps; evaluate on validation, keep the best weights."""
+    """AdamW with warmup + cosine over portfolio.max_steps; evaluate on validation, keep the best weights.
+
+    With portfolio.prior_candidate the untrained policy (the prior's book) is evaluated first, as step 0:
+    training is kept only where a checkpoint beats it on validation, else the prior is (best_step 0).
+    portfolio.turnover_penalty_bps is charged per unit of rebalance turnover in training only.
+    """
     pcfg, tcfg = config.portfolio, config.training
     total = pcfg.max_steps
     warmup = min(tcfg.warmup_steps, total // 10)
@@ -274,6 +347,7 @@ def fit_policy(policy: PortfolioPolicy, data: PairStockDataset, config: Config, 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=pcfg.learning_rate, weight_decay=tcfg.weight_decay)
     generator = torch.Generator().manual_seed(tcfg.seed)
     cost = config.profit.transaction_cost_bps / 1e4
+    train_cost = cost + pcfg.turnover_penalty_bps / 1e4
     logger = RunLogger(tensorboard_dir)
     logger.text("metadata/data", "; ".join(f"{s}: {o}" for s, o in data.origins.items()), 0)
     bar = logger.progress(total, enabled=progress, description=f"portfolio {'_'.join(data.symbols)}")
@@ -281,17 +355,43 @@ def fit_policy(policy: PortfolioPolicy, data: PairStockDataset, config: Config, 
     best_value, best_step, best_metrics, bad_evals, history = None, -1, {}, 0, []
     stopped_early = False
     step = 0
-    policy.train()
+
+    def validate() -> bool:
+        """Evaluate on validation, keep the weights if they are the best so far; True = stop early."""
+        nonlocal best_value, best_step, best_metrics, bad_evals
+        ev = evaluate_policy(policy, data, data.splits.val, config)
+        metrics = ev.sim.metrics
+        log_evaluation(logger, step, ev, data.symbols)
+        bar.update(step, sharpe=metrics["sharpe_ratio"])
+        value = ev.loss if tcfg.selection_metric == "loss" else metrics[tcfg.selection_metric]
+        history.append({"step": step, "val_loss": ev.loss, **clean_metrics(metrics)})
+        improved = best_value is None or (value < best_value if tcfg.selection_metric == "loss"
+                                          else value > best_value)
+        if improved:
+            best_value, best_step, best_metrics, bad_evals = value, step, clean_metrics(metrics), 0
+            ckpt.save_tensors(best_path, policy.state_dict())
+        else:
+            bad_evals += 1
+        if tcfg.early_stopping_patience and bad_evals >= tcfg.early_stopping_patience:
+            log.info("early stop at step %d: validation %s has not improved for %d evaluations",
+                     step, tcfg.selection_metric, bad_evals)
+            return True
+        return False
+
     try:
+        if pcfg.prior_candidate:
+            validate()
+        policy.train()
         while step < total:
             lr = learning_rate_at(step, pcfg.learning_rate, warmup, total, tcfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             bars = data.sample_episodes(pcfg.batch_size, generator)                  # [B, P]
             batch, periods = bars.shape
-            weights = policy(data.windows(bars.reshape(-1), policy.context_length)).reshape(batch, periods, -1)
-            growth = data.growth(bars.reshape(-1), data.splits.train.stop).reshape(batch, periods, -1)
-            loss = portfolio_loss(horizon_net_returns(weights, growth, cost), pcfg.objective, pcfg.risk_penalty)
+            flat = bars.reshape(-1)
+            weights = policy(data.windows(flat, policy.context_length), data.priors(flat)).reshape(batch, periods, -1)
+            growth = data.growth(flat, data.splits.train.stop).reshape(batch, periods, -1)
+            loss = loss_from_config(horizon_net_returns(weights, growth, train_cost), config)
             if not bool(torch.isfinite(loss)):
                 raise TrainingDiverged(f"portfolio loss became NaN/inf at step {step + 1}; lower "
                                        "portfolio.learning_rate")
@@ -306,25 +406,9 @@ def fit_policy(policy: PortfolioPolicy, data: PairStockDataset, config: Config, 
                 bar.update(step, loss=loss.item())
             else:
                 bar.update(step)
-            if step % eval_every == 0 or step == total:
-                ev = evaluate_policy(policy, data, data.splits.val, config)
-                metrics = ev.sim.metrics
-                log_evaluation(logger, step, ev, data.symbols)
-                bar.update(step, sharpe=metrics["sharpe_ratio"])
-                value = ev.loss if tcfg.selection_metric == "loss" else metrics[tcfg.selection_metric]
-                history.append({"step": step, "val_loss": ev.loss, **clean_metrics(metrics)})
-                improved = best_value is None or (value < best_value if tcfg.selection_metric == "loss"
-                                                  else value > best_value)
-                if improved:
-                    best_value, best_step, best_metrics, bad_evals = value, step, clean_metrics(metrics), 0
-                    ckpt.save_tensors(best_path, policy.state_dict())
-                else:
-                    bad_evals += 1
-                if tcfg.early_stopping_patience and bad_evals >= tcfg.early_stopping_patience:
-                    stopped_early = True
-                    log.info("early stop at step %d: validation %s has not improved for %d evaluations",
-                             step, tcfg.selection_metric, bad_evals)
-                    break
+            if (step % eval_every == 0 or step == total) and validate():
+                stopped_early = True
+                break
     finally:
         bar.stop()
         logger.close()
@@ -442,10 +526,10 @@ def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFile
         raise UserError(f"{report_dir}: a report already exists for run {run_id}; pick another --set paths.run_name")
     device = resolve_device(config.training.device)
     every = rebalance_every(config)
-    data = PairStockDataset(prepared, every, config.portfolio.episode_rebalances, device)
+    data = PairStockDataset(prepared, every, config.portfolio.episode_rebalances, device, config.portfolio.prior,
+                            config.profit.vol_span)
     torch.manual_seed(config.training.seed)
-    policy = PortfolioPolicy(len(panel.feature_names), len(symbols), config.data.context_length, config.data.horizon,
-                             config.model, config.portfolio.include_cash, config.portfolio.context_length)
+    policy = build_policy(len(panel.feature_names), len(symbols), config)
     copied = load_base_encoder(policy, base, panel.feature_names) if base is not None else 0
     policy.to(device)
 

@@ -35,7 +35,7 @@ from hftraining.layout import Layout, new_run_id
 from hftraining.portfolio import (
     TABLE_KEYS,
     Evaluation,
-    PortfolioPolicy,
+    build_policy,
     rebalance_every,
     simulate_policy,
     write_portfolio_report,
@@ -97,8 +97,7 @@ def backtest_portfolio(model_dir, start_date=None, end_date=None, cost_bps=None,
     decisions = decision_range(panel, config.data.context_length, start, end)
 
     torch_device = resolve_device(config.training.device)
-    policy = PortfolioPolicy(len(panel.feature_names), len(symbols), config.data.context_length, config.data.horizon,
-                             config.model, config.portfolio.include_cash, config.portfolio.context_length)
+    policy = build_policy(len(panel.feature_names), len(symbols), config)
     ckpt.load_weights(policy, run.weights, model_dir / ckpt.WEIGHTS)
     policy.to(torch_device)
     x = torch.from_numpy(run.scaler.transform(panel)).to(torch_device)
