@@ -93,6 +93,20 @@ def _symbols(values: Optional[List[str]]) -> list[str]:
     return parse_symbols(values or [])
 
 
+StocksFileOpt = typer.Option(None, "--stocks-file", help="File of tickers, one per line (# comments); "
+                                                         "adds to --stocks.")
+
+
+def _universe(stocks: Optional[List[str]], stocks_file: Optional[Path], command: str) -> list[str]:
+    """--stocks and --stocks-file together; neither is a one-line error."""
+    from hftraining.data.universe import universe_symbols
+
+    symbols = universe_symbols(stocks, stocks_file)
+    if not symbols:
+        raise UserError(f"hftrain {command}: no stocks given; use --stocks AAPL MSFT ... or --stocks-file FILE")
+    return symbols
+
+
 # --- training commands -------------------------------------------------------------------------
 
 @app.command()
@@ -174,7 +188,9 @@ def study(
     stocks: List[str] = typer.Option(None, "--stocks", help="Tickers (space or comma separated)."),
     stocks_file: Optional[Path] = typer.Option(None, "--stocks-file", help="File of tickers, one per line."),
     mode: str = typer.Option("single", "--mode", help="single: one model per ticker; base: one pooled model; "
-                                                      "walk_forward: retrain every --retrain-every bars."),
+                                                      "walk_forward: retrain every --retrain-every bars; "
+                                                      "portfolio: one allocation policy per --pairs group."),
+    pairs: List[str] = typer.Option(None, "--pairs", help="Portfolio mode: a group like AAPL,MSFT (repeatable)."),
     seeds: Optional[List[int]] = typer.Option(None, "--seeds", help="Model seeds: --seeds 0 1 2 (default: --seed)."),
     walk_forward: bool = typer.Option(False, "--walk-forward", help="Same as --mode walk_forward."),
     retrain_every: int = typer.Option(252, "--retrain-every", help="Walk-forward: bars per fold."),
@@ -189,6 +205,9 @@ def study(
     from hftraining.study import format_study, run_study
 
     symbols = _symbols(stocks) + (read_stocks_file(stocks_file) if stocks_file else [])
+    groups = None
+    if mode == "portfolio" or pairs:
+        groups, symbols = study_groups(pairs, mode, symbols)
     if not symbols:
         raise UserError("hftrain study: no stocks given; use --stocks AAPL MSFT ... or --stocks-file FILE")
     if walk_forward:
@@ -197,18 +216,31 @@ def study(
         mode = "walk_forward"
     if seeds and seed is not None:
         raise UserError("--seed and --seeds cannot be combined; use --seeds alone")
-    cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
-                       symbols=list(dict.fromkeys(symbols)))
+    portfolio_steps = {"portfolio.max_steps": steps} if groups else None      # --steps: the policy's steps
+    cfg = build_config(config, set_, out, source, data_dir, start, end, None if groups else steps, device, seed,
+                       forecast_backend, symbols=list(dict.fromkeys(symbols)), extra=portfolio_steps)
     result = run_study(cfg.data.symbols, cfg, mode, seeds or [cfg.training.seed], retrain_every,
-                       progress=not quiet)
+                       progress=not quiet, groups=groups)
     sys.stdout.write(format_study(result) + "\n")
     if json_:
         emit_json(result.summary)
 
 
+def study_groups(pairs, mode: str, stocks: list[str]) -> tuple[list[list[str]], list[str]]:
+    """`hftrain study --mode portfolio --pairs A,B --pairs C,D,E`: the groups, and their symbols in order."""
+    from hftraining.layout import parse_symbols
+    from hftraining.study import portfolio_groups
+
+    if stocks:
+        raise UserError("hftrain study --mode portfolio: give the groups with --pairs, not --stocks")
+    groups = portfolio_groups([parse_symbols(p) for p in pairs or []], mode)
+    return groups, list(dict.fromkeys(s for g in groups for s in g))
+
+
 @app.command()
 def forecast(
-    stocks: List[str] = typer.Option(..., "--stocks", help="Tickers (space or comma separated)."),
+    stocks: List[str] = typer.Option(None, "--stocks", help="Tickers (space or comma separated)."),
+    stocks_file: Optional[Path] = StocksFileOpt,
     backend: Optional[str] = typer.Option(None, "--backend", help="statistical | chronos | toto."),
     model: Optional[str] = typer.Option(None, "--model", help="Model id or local folder for the backend."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
@@ -230,7 +262,7 @@ def forecast(
     if device is not None and chosen in ("toto", "chronos"):
         extra[f"data.{chosen}_device"] = device
     cfg = build_config(config, set_, out, source, data_dir, start, end, None, None, None, chosen,
-                       symbols=_symbols(stocks), extra=extra)
+                       symbols=_universe(stocks, stocks_file, "forecast"), extra=extra)
     summary = run_forecast(cfg, shard=shard)
     if json_:
         emit_json(summary)
@@ -239,6 +271,7 @@ def forecast(
 @app.command()
 def base(
     stocks: List[str] = typer.Option(None, "--stocks", "--base-stocks", help="Tickers for the base model."),
+    stocks_file: Optional[Path] = StocksFileOpt,
     finetune: bool = typer.Option(True, "--finetune/--no-finetune", help="Fine-tune each stock after base."),
     base_steps: Optional[int] = typer.Option(None, "--base-steps", help="Optimizer steps of the base model."),
     finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", help="Fine-tune passes per stock."),
@@ -259,6 +292,8 @@ def base(
         from hftraining.base_model_trainer import run_base_command
     except ImportError:
         not_yet("base")
+    if stocks_file is not None:
+        stocks = _universe(stocks, stocks_file, "base")
     run_base_command(**locals())
 
 
@@ -316,7 +351,8 @@ def portfolio(
 
 @app.command()
 def pipeline(
-    stocks: List[str] = typer.Option(..., "--stocks", help="Tickers for base + fine-tune."),
+    stocks: List[str] = typer.Option(None, "--stocks", help="Tickers for base + fine-tune."),
+    stocks_file: Optional[Path] = StocksFileOpt,
     pairs: List[str] = typer.Option(..., "--pairs", help="Groups for the portfolio stage (repeatable)."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
@@ -329,6 +365,7 @@ def pipeline(
         from hftraining.base_model_trainer import run_pipeline_command
     except ImportError:
         not_yet("pipeline")
+    stocks = _universe(stocks, stocks_file, "pipeline")
     run_pipeline_command(**locals())
 
 
@@ -397,24 +434,24 @@ def report(
 # --- data and config ---------------------------------------------------------------------------
 
 def _load_for_data(stocks, out, source, data_dir, start, end, config=None, set_=None):
-    from hftraining.data import load_bars
-    from hftraining.layout import Layout
+    from hftraining.data.universe import load_universe_bars
 
     cfg = build_config(config, set_, out, source, data_dir, start, end, None, None, None,
                        symbols=_symbols(stocks))
-    layout = Layout.at(cfg.paths.root)
-    return [(symbol, load_bars(symbol, cfg.data, layout.raw_data)) for symbol in cfg.data.symbols]
+    return list(load_universe_bars(cfg.data.symbols, cfg, progress=len(cfg.data.symbols) > 1).items())
 
 
 @data_app.command("fetch")
-def data_fetch(stocks: List[str] = typer.Option(..., "--stocks"), out: Optional[Path] = OutOpt,
+def data_fetch(stocks: List[str] = typer.Option(None, "--stocks"), stocks_file: Optional[Path] = StocksFileOpt,
+               out: Optional[Path] = OutOpt,
                source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
                start: Optional[str] = StartOpt, end: Optional[str] = EndOpt, json_: bool = JsonOpt):
     """Download (or load) bars into the raw cache and say what was stored."""
     from hftraining.data.bars import summarize
 
     rows = {symbol: {**summarize(bars), "origin": bars.attrs.get("origin")}
-            for symbol, bars in _load_for_data(stocks, out, source or "yahoo", data_dir, start, end)}
+            for symbol, bars in _load_for_data(_universe(stocks, stocks_file, "data fetch"), out,
+                                               source or "yahoo", data_dir, start, end)}
     for symbol, info in rows.items():
         typer.echo(f"{symbol}: {info['rows']} bars {info['first_date']} .. {info['last_date']} ({info['origin']})",
                    err=True)
@@ -423,13 +460,15 @@ def data_fetch(stocks: List[str] = typer.Option(..., "--stocks"), out: Optional[
 
 
 @data_app.command("validate")
-def data_validate(stocks: List[str] = typer.Option(..., "--stocks"), out: Optional[Path] = OutOpt,
+def data_validate(stocks: List[str] = typer.Option(None, "--stocks"), stocks_file: Optional[Path] = StocksFileOpt,
+                  out: Optional[Path] = OutOpt,
                   source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
                   start: Optional[str] = StartOpt, end: Optional[str] = EndOpt, json_: bool = JsonOpt):
     """Check bars (dates, prices, OHLC consistency) and print a summary per symbol."""
     from hftraining.data.bars import summarize
 
-    rows = {symbol: summarize(bars) for symbol, bars in _load_for_data(stocks, out, source, data_dir, start, end)}
+    rows = {symbol: summarize(bars) for symbol, bars in
+            _load_for_data(_universe(stocks, stocks_file, "data validate"), out, source, data_dir, start, end)}
     for symbol, info in rows.items():
         typer.echo(f"{symbol}: ok, " + ", ".join(f"{k}={v}" for k, v in info.items()), err=True)
     if json_:

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from hftraining.config import Config
-from hftraining.data import load_bars
+from hftraining.data.universe import load_universe_bars
 from hftraining.errors import UserError
 from hftraining.layout import Layout
 
@@ -52,8 +52,8 @@ def run_forecast(config: Config, progress: bool = True, shard: Optional[str] = N
     layout = Layout.at(config.paths.root)
     layout.ensure_writable()
     symbols = shard_symbols(list(config.data.symbols), index, count)
-    prices = {symbol: load_bars(symbol, config.data, layout.raw_data)["adj_close"].to_numpy(np.float64)
-              for symbol in symbols}
+    bars = load_universe_bars(symbols, config, progress=progress and len(symbols) > 1)   # Yahoo: batched
+    prices = {symbol: b["adj_close"].to_numpy(np.float64) for symbol, b in bars.items()}
     rows = precompute(prices, config.data, layout.forecast_cache, progress=progress)
     for row in rows:
         used = row["backend"]

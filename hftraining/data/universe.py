@@ -144,10 +144,47 @@ def featurise_universe(symbols: list[str], config: Config, root: Path, progress:
         item = keep(symbol, frame) if keep is not None else frame
         return item, bars.attrs.get("origin", ""), bars.attrs.get("source", ""), info
 
-    results: dict[str, tuple] = {}
-    with _symbols_bar(progress and len(todo) > 1, len(todo)) as advance, \
-            ThreadPoolExecutor(load_workers(config, len(todo)), thread_name_prefix="hftrain-load") as pool:
-        pending = {pool.submit(work, s): s for s in todo}
+    results = _in_parallel(todo, work, load_workers(config, len(todo)), progress, policy, failed)
+    report_bad_symbols(failed, symbols, policy)
+    ordered = [s for s in symbols if s in results]
+    return Universe(items={s: results[s][0] for s in ordered}, origin={s: results[s][1] for s in ordered},
+                    source={s: results[s][2] for s in ordered}, forecast={s: results[s][3] for s in ordered},
+                    skipped={s: str(failed[s]) for s in symbols if s in failed})
+
+
+def load_universe_bars(symbols: list[str], config: Config, progress: bool = True,
+                       on_bad_symbol: Optional[str] = None) -> dict:
+    """Checked bars of every symbol (Yahoo: batched downloads into the cache), bad ones per the policy."""
+    from hftraining.data.sources import finish_bars, load_bars, prefetch
+    from hftraining.layout import Layout
+
+    policy = on_bad_symbol or config.data.on_bad_symbol
+    symbols = [normalize_symbol(s) for s in symbols]
+    raw = Layout.at(config.paths.root).raw_data
+    fetched, failed = prefetch(symbols, config.data, raw)
+    if policy == "error" and failed:
+        report_bad_symbols(failed, symbols, policy)
+
+    def work(symbol: str):
+        return (finish_bars(symbol, fetched[symbol], config.data) if symbol in fetched
+                else load_bars(symbol, config.data, raw))
+
+    todo = [s for s in symbols if s not in failed]
+    results = _in_parallel(todo, work, load_workers(config, len(todo)), progress, policy, failed)
+    report_bad_symbols(failed, symbols, policy)
+    return {s: results[s] for s in symbols if s in results}
+
+
+def _in_parallel(symbols: list[str], work: Callable[[str], Any], workers: int, progress: bool, policy: str,
+                 failed: dict[str, UserError]) -> dict[str, Any]:
+    """work(symbol) on a thread pool behind one progress bar; a UserError marks the symbol as failed.
+
+    Under the `error` policy the first failure cancels the symbols not started yet.
+    """
+    results: dict[str, Any] = {}
+    with _symbols_bar(progress and len(symbols) > 1, len(symbols)) as advance, \
+            ThreadPoolExecutor(workers, thread_name_prefix="hftrain-load") as pool:
+        pending = {pool.submit(work, s): s for s in symbols}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -161,11 +198,7 @@ def featurise_universe(symbols: list[str], config: Config, root: Path, progress:
                 for future in pending:
                     future.cancel()
                 break
-    report_bad_symbols(failed, symbols, policy)
-    ordered = [s for s in symbols if s in results]
-    return Universe(items={s: results[s][0] for s in ordered}, origin={s: results[s][1] for s in ordered},
-                    source={s: results[s][2] for s in ordered}, forecast={s: results[s][3] for s in ordered},
-                    skipped={s: str(failed[s]) for s in symbols if s in failed})
+    return results
 
 
 class _symbols_bar:
