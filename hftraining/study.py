@@ -35,8 +35,9 @@ from hftraining.trials import read_trials, register_trial
 
 log = logging.getLogger("hftraining")
 
-MODES = ("single", "base", "walk_forward")
+MODES = ("single", "base", "walk_forward", "portfolio")
 BASELINES = ("buy_and_hold", "momentum", "oracle")
+PORTFOLIO_BASELINES = ("equal_weight", "buy_and_hold_equal", "min_variance")
 STUDY_KIND = "study"
 
 
@@ -167,8 +168,8 @@ def _mean_std(values: list) -> tuple[Optional[float], Optional[float]]:
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
 
-def ticker_rows(outcomes: list[Outcome]) -> list[dict]:
-    """One row per ticker: the model's mean ± std over seeds and each baseline, in ticker order."""
+def ticker_rows(outcomes: list[Outcome], baselines: Sequence[str] = BASELINES) -> list[dict]:
+    """One row per ticker (or group): the model's mean ± std over seeds and each baseline, in ticker order."""
     rows = []
     for symbol in dict.fromkeys(o.symbol for o in outcomes):
         mine = [o for o in outcomes if o.symbol == symbol]
@@ -180,20 +181,20 @@ def ticker_rows(outcomes: list[Outcome]) -> list[dict]:
                "model_volatility": _mean_std([o.test.get("volatility") for o in mine])[0],
                "model_total_at_target": _mean_std([o.test.get("total_return_at_target") for o in mine])[0],
                "model_total_return": _mean_std([o.test.get("total_return") for o in mine])[0]}
-        for name in BASELINES:
+        for name in baselines:
             metrics = mine[0].baselines.get(name)
             row[f"{name}_sharpe"] = _finite(metrics.get("sharpe_ratio")) if metrics else None
             row[f"{name}_total_at_target"] = _finite(metrics.get("total_return_at_target")) if metrics else None
-        oracle = row["oracle_sharpe"]
+        oracle = row.get("oracle_sharpe")
         row["edge_captured"] = sharpe / oracle if sharpe is not None and oracle and oracle > 0 else None
         rows.append(row)
     return rows
 
 
-def overall(rows: list[dict]) -> dict:
-    """Medians and means over tickers, and the model's wins out of N against each baseline."""
+def overall(rows: list[dict], baselines: Sequence[str] = BASELINES) -> dict:
+    """Medians and means over tickers (or groups), and the model's wins out of N against each baseline."""
     out: dict = {"n_tickers": len(rows)}
-    for name in ("model", *BASELINES):
+    for name in ("model", *baselines):
         values = [r[f"{name}_sharpe"] for r in rows if r.get(f"{name}_sharpe") is not None]
         if values:
             out[f"{name}_sharpe_median"] = float(np.median(values))
@@ -201,7 +202,7 @@ def overall(rows: list[dict]) -> dict:
     vals = [r["model_val_sharpe"] for r in rows if r.get("model_val_sharpe") is not None]
     if vals:
         out["model_val_sharpe_median"] = float(np.median(vals))
-    for name in BASELINES:
+    for name in baselines:
         pairs = [(r["model_sharpe"], r[f"{name}_sharpe"]) for r in rows
                  if r.get("model_sharpe") is not None and r.get(f"{name}_sharpe") is not None]
         if pairs:
@@ -247,8 +248,11 @@ def book_significance(book: pd.Series, root, study_id: str, periods_per_year: in
 # --- the command ------------------------------------------------------------------------------
 
 def run_study(symbols: Sequence[str], config: Config, mode: str = "single", seeds: Sequence[int] = (0,),
-              retrain_every: int = 252, progress: bool = True) -> StudyResult:
-    symbols = parse_symbols(list(symbols))
+              retrain_every: int = 252, progress: bool = True,
+              groups: Optional[Sequence[Sequence[str]]] = None) -> StudyResult:
+    """`groups` (portfolio mode only): the asset groups, e.g. [["AAPL", "MSFT"], ["SPY", "AGG", "GLD"]]."""
+    groups = portfolio_groups(groups, mode)
+    symbols = parse_symbols(list(symbols)) if groups is None else list(dict.fromkeys(s for g in groups for s in g))
     if len(symbols) < 1:
         raise UserError("hftrain study: no stocks given; use --stocks AAPL MSFT ... or --stocks-file FILE")
     if mode not in MODES:
@@ -265,16 +269,21 @@ def run_study(symbols: Sequence[str], config: Config, mode: str = "single", seed
         raise UserError(f"{report_dir} already exists; choose another paths.run_name")
     base_config = config.model_copy(deep=True)
     base_config.paths.run_name = None
-    log.info("study %s: %s mode, %d tickers x %d seeds", study_id, mode, len(symbols), len(seeds))
-    if mode == "single":
+    log.info("study %s: %s mode, %d %s x %d seeds", study_id, mode, len(groups or symbols),
+             "groups" if groups else "tickers", len(seeds))
+    baselines = BASELINES
+    if mode == "portfolio":
+        outcomes = run_portfolio_mode(groups, base_config, seeds, study_id, progress)
+        baselines = PORTFOLIO_BASELINES
+    elif mode == "single":
         outcomes = run_single_mode(symbols, base_config, seeds, study_id, progress)
     elif mode == "base":
         outcomes = run_base_mode(symbols, base_config, seeds, study_id, progress)
     else:
         outcomes = run_walk_forward_mode(symbols, base_config, seeds, study_id, progress, retrain_every)
 
-    rows = ticker_rows(outcomes)
-    summary_all = overall(rows)
+    rows = ticker_rows(outcomes, baselines)
+    summary_all = overall(rows, baselines)
     ppy = config.data.periods_per_year
     book = study_book(outcomes)
     significance = book_significance(book, root, study_id, ppy)
@@ -284,13 +293,62 @@ def run_study(symbols: Sequence[str], config: Config, mode: str = "single", seed
                "config_fingerprint": fingerprint, "report_dir": str(report_dir),
                "synthetic": config.data.source == "synthetic", "cost_bps": config.profit.transaction_cost_bps,
                "sigma_target": config.profit.sigma_target, "rows": rows, "overall": summary_all,
-               "book": significance, "config": config.model_dump(mode="json")}
+               "book": significance, "config": config.model_dump(mode="json"), "baselines": list(baselines)}
+    if groups is not None:
+        summary["groups"] = [list(g) for g in groups]
     report_dir.mkdir(parents=True, exist_ok=False)
     atomic.write_json(report_dir / "study.json", summary)
     atomic.write_text(report_dir / "study.html", render_html(summary))
     register_trial(root, study_id, STUDY_KIND, symbols, float(np.median(val_book)) if val_book else None,
                    significance["sharpe"], mode=mode, config_fingerprint=fingerprint, seeds=seeds)
     return StudyResult(study_id, report_dir, rows, summary_all, summary)
+
+
+# --- portfolio mode: one allocation policy per group of assets --------------------------------------
+
+def portfolio_groups(groups: Optional[Sequence[Sequence[str]]], mode: str) -> Optional[list[list[str]]]:
+    """The groups of a portfolio study, each normalised and of two or more symbols; None for other modes."""
+    if mode != "portfolio":
+        if groups:
+            raise UserError(f"--pairs needs --mode portfolio (got --mode {mode})")
+        return None
+    if not groups:
+        raise UserError("hftrain study --mode portfolio: no groups given; use --pairs AAPL,MSFT --pairs SPY,AGG,GLD")
+    out = []
+    for group in groups:
+        symbols = parse_symbols(list(group))
+        if len(symbols) < 2:
+            raise UserError(f"--pairs {','.join(group)}: a group needs at least two different symbols, e.g. AAPL,MSFT")
+        out.append(symbols)
+    names = ["_".join(g) for g in out]
+    if len(set(names)) != len(names):
+        raise UserError("--pairs: each group may be given once")
+    return out
+
+
+def run_portfolio_mode(groups: list[list[str]], config: Config, seeds: Sequence[int], study_id: str,
+                       progress: bool) -> list[Outcome]:
+    """One `hftrain portfolio` run per group and seed; its test book vs 1/N, buy-and-hold 1/N, minimum variance."""
+    from hftraining.portfolio import run_portfolio
+
+    out = []
+    for group in groups:
+        name = "_".join(group)
+        for seed in seeds:
+            cfg = _seeded(config, seed, f"{study_id}-{name}-seed{seed}")
+            run = run_portfolio(group, cfg, progress=progress)
+            s = run.summary
+            out.append(Outcome(name, seed, s["run_id"], _finite(s["validation"].get("sharpe_ratio")), s["test"],
+                               s["baselines"], _returns_of(run.report_dir), s["test_start"], s["test_end"]))
+            log.info("study %s: %s seed %d test Sharpe %.2f (1/N %.2f)", study_id, name, seed,
+                     s["test"].get("sharpe_ratio") or 0.0, s["baselines"]["equal_weight"].get("sharpe_ratio") or 0.0)
+    return out
+
+
+PORTFOLIO_COLUMNS = [("model_val_sharpe", "val"), ("model_sharpe", "policy"), ("model_sharpe_std", "± seeds"),
+                     ("equal_weight_sharpe", "1/N"), ("buy_and_hold_equal_sharpe", "B&H 1/N"),
+                     ("min_variance_sharpe", "min var"), ("model_volatility", "policy vol"),
+                     ("model_total_return", "policy tot")]
 
 
 # --- presentation -----------------------------------------------------------------------------
@@ -305,25 +363,35 @@ def _cell(value) -> str:
     return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _layout(summary: dict) -> tuple[list, tuple, str, int]:
+    """(columns, baseline names, row label, label width) of a study's tables: per ticker, or per group."""
+    if summary.get("mode") == "portfolio":
+        return PORTFOLIO_COLUMNS, PORTFOLIO_BASELINES, "group", 16
+    return COLUMNS, BASELINES, "ticker", 8
+
+
 def format_study(result: StudyResult) -> str:
     """The terminal table: test net Sharpe per ticker (model mean ± std over seeds) and the overall lines."""
     s, o = result.summary, result.overall
-    columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in result.rows)]
+    all_columns, names, label, width = _layout(s)
+    columns = [c for c in all_columns if any(r.get(c[0]) is not None for r in result.rows)]
+    scale = ("tot = total return" if label == "group"
+             else f"tot@σ = total return at {s['sigma_target']:.0%} volatility")
     lines = [f"study {s['study_id']} ({s['mode']}, {len(s['seeds'])} seed(s), net of {s['cost_bps']:g} bps; "
-             f"Sharpe on each ticker's test range; tot@σ = total return at {s['sigma_target']:.0%} volatility)",
-             f"{'ticker':<8}" + "".join(f"{label:>12}" for _, label in columns)]
+             f"Sharpe on each {label}'s test range; {scale})",
+             f"{label:<{width}}" + "".join(f"{text:>12}" for _, text in columns)]
     for row in result.rows:
-        lines.append(f"{row['symbol']:<8}" + "".join(f"{_cell(row.get(key)):>12}" for key, _ in columns))
-    medians = {f"{n}_sharpe": o.get(f"{n}_sharpe_median") for n in ("model", *BASELINES)}
+        lines.append(f"{row['symbol']:<{width}}" + "".join(f"{_cell(row.get(key)):>12}" for key, _ in columns))
+    medians = {f"{n}_sharpe": o.get(f"{n}_sharpe_median") for n in ("model", *names)}
     medians["model_val_sharpe"] = o.get("model_val_sharpe_median")
-    lines.append(f"{'median':<8}" + "".join(f"{_cell(medians.get(key)):>12}" for key, _ in columns))
-    wins = ", ".join(f"{o[f'wins_vs_{n}']}/{o[f'n_vs_{n}']} vs {n}" for n in BASELINES if f"wins_vs_{n}" in o)
+    lines.append(f"{'median':<{width}}" + "".join(f"{_cell(medians.get(key)):>12}" for key, _ in columns))
+    wins = ", ".join(f"{o[f'wins_vs_{n}']}/{o[f'n_vs_{n}']} vs {n}" for n in names if f"wins_vs_{n}" in o)
     lines.append(f"model wins: {wins}")
     if "edge_captured_median" in o:
         lines.append(f"edge captured (model / oracle Sharpe): median {o['edge_captured_median']:.2f}, "
                      f"mean {o['edge_captured_mean']:.2f}")
     b = s["book"]
-    lines.append(f"equal-weight book of the tickers: Sharpe {b['sharpe']:.2f} over {b['bars']} bars, "
+    lines.append(f"equal-weight book of the {label}s: Sharpe {b['sharpe']:.2f} over {b['bars']} bars, "
                  f"PSR {b['psr']:.3f}, DSR {b['dsr']:.3f} (N={b['n_trials']} study runs under this output root)")
     lines.append(f"study.json: {result.report_dir / 'study.json'}\nstudy.html: {result.report_dir / 'study.html'}")
     return "\n".join(lines)
@@ -332,7 +400,8 @@ def format_study(result: StudyResult) -> str:
 def render_html(summary: dict) -> str:
     """A self-contained page: the per-ticker table, the overall lines and the configuration."""
     o, b = summary["overall"], summary["book"]
-    columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in summary["rows"])]
+    all_columns, _, label, _ = _layout(summary)
+    columns = [c for c in all_columns if any(r.get(c[0]) is not None for r in summary["rows"])]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
     body = "".join(
         "<tr><td>" + html.escape(r["symbol"]) + "</td>"
@@ -347,7 +416,7 @@ padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}.banner{{back
 <p>Mode {html.escape(summary['mode'])}, seeds {summary['seeds']}, net of {summary['cost_bps']:g} bps. Test net
 Sharpe per ticker (model: mean over seeds, ± their std), validation Sharpe beside it; tot@σ is the total return
 rescaled to {summary['sigma_target']:.0%} annual volatility. Choose configurations by validation, never by test.</p>
-<table><tr><th>ticker</th>{head}</tr>{body}</table>
+<table><tr><th>{label}</th>{head}</tr>{body}</table>
 <h2>Overall</h2><table>{stats}</table>
 <h2>Equal-weight book and its Deflated Sharpe</h2><table>{book}</table>
 <h2>Configuration</h2><pre>{html.escape(str(summary.get('config_fingerprint')))}</pre>

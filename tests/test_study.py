@@ -87,3 +87,83 @@ def test_study_end_to_end_writes_json_html_and_counts_every_study(tmp_path, one_
     assert second["summary"]["book"]["n_trials"] == 2          # the first study counts against the second
     trials = [json.loads(line) for line in (tmp_path / "trials.jsonl").read_text().splitlines()]
     assert [t["kind"] for t in trials].count("study") == 2
+
+
+# --- portfolio mode: groups against 1/N, buy-and-hold 1/N and minimum variance ---------------------------
+
+def group_outcome(group, seed, sharpe, equal, hold, minvar, val=0.5):
+    baselines = {"equal_weight": {"sharpe_ratio": equal}, "buy_and_hold_equal": {"sharpe_ratio": hold},
+                 "min_variance": {"sharpe_ratio": minvar}, "hold_AAA": {"sharpe_ratio": 9.0}}
+    return Outcome(group, seed, f"{group}-{seed}", val, {"sharpe_ratio": sharpe, "volatility": 0.1},
+                   baselines, pd.Series([0.0], index=pd.to_datetime(["2024-01-02"])))
+
+
+def test_group_rows_and_overall_match_a_hand_computation():
+    from hftraining.study import PORTFOLIO_BASELINES
+
+    outcomes = [group_outcome("A_B", 0, 1.0, 0.9, 0.8, 0.5, val=0.2), group_outcome("A_B", 1, 0.6, 0.9, 0.8, 0.5,
+                                                                                     val=0.4),
+                group_outcome("C_D_E", 0, 0.3, 0.4, 0.5, 0.1), group_outcome("C_D_E", 1, 0.5, 0.4, 0.5, 0.1),
+                group_outcome("F_G", 0, -0.2, -0.1, 0.0, -0.3), group_outcome("F_G", 1, -0.2, -0.1, 0.0, -0.3)]
+    rows = ticker_rows(outcomes, PORTFOLIO_BASELINES)
+    assert [r["symbol"] for r in rows] == ["A_B", "C_D_E", "F_G"]
+    ab, cde, fg = rows
+    assert ab["model_sharpe"] == pytest.approx(0.8) and ab["model_sharpe_std"] == pytest.approx(np.std([1.0, 0.6],
+                                                                                                         ddof=1))
+    assert ab["model_val_sharpe"] == pytest.approx(0.3) and cde["model_sharpe"] == pytest.approx(0.4)
+    assert ab["equal_weight_sharpe"] == 0.9 and cde["min_variance_sharpe"] == 0.1
+    assert "hold_AAA_sharpe" not in ab and ab["edge_captured"] is None and "buy_and_hold_sharpe" not in ab
+    o = overall(rows, PORTFOLIO_BASELINES)
+    assert o["n_tickers"] == 3
+    assert o["model_sharpe_median"] == pytest.approx(0.4)                 # of 0.8, 0.4, -0.2
+    assert o["model_sharpe_mean"] == pytest.approx(1.0 / 3)
+    assert o["equal_weight_sharpe_median"] == pytest.approx(0.4)          # of 0.9, 0.4, -0.1
+    assert o["min_variance_sharpe_mean"] == pytest.approx(0.1)            # (0.5 + 0.1 - 0.3) / 3
+    assert (o["wins_vs_equal_weight"], o["n_vs_equal_weight"]) == (0, 3)  # 0.8 < 0.9, 0.4 = 0.4, -0.2 < -0.1
+    assert (o["wins_vs_buy_and_hold_equal"], o["n_vs_buy_and_hold_equal"]) == (0, 3)
+    assert (o["wins_vs_min_variance"], o["n_vs_min_variance"]) == (3, 3)
+    assert "wins_vs_momentum" not in o
+
+
+def test_portfolio_groups_are_checked_in_one_line(tmp_path, capsys):
+    common = ["study", "--source", "synthetic", "--out", str(tmp_path), "-q"]
+    assert main(common + ["--mode", "portfolio"]) == 2
+    assert "no groups given" in capsys.readouterr().err
+    assert main(common + ["--mode", "portfolio", "--pairs", "AAA"]) == 2
+    assert "at least two different symbols" in capsys.readouterr().err
+    assert main(common + ["--pairs", "AAA,BBB"]) == 2
+    assert "--pairs needs --mode portfolio" in capsys.readouterr().err
+    assert main(common + ["--mode", "portfolio", "--pairs", "AAA,BBB", "--stocks", "CCC"]) == 2
+    assert "not --stocks" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.slow
+def test_portfolio_study_end_to_end_on_tiny_synthetic(tmp_path, one_torch_thread):
+    """Two groups x two seeds: the rows repeat each run's own metrics.json, and the book's DSR counts every study."""
+    from hftraining.trials import register_trial
+
+    register_trial(tmp_path, "study-earlier", "study", ["SPY"], 0.3, 0.4, mode="single")   # an earlier study
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["study", "--mode", "portfolio", "--pairs", "syna,synb", "--pairs", "SYNC,SYND,SYNE",
+                     "--source", "synthetic", "--config", str(TINY), "--set", "data.forecast_backend=none",
+                     "--set", "data.synthetic_bars=500", "--set", "portfolio.batch_size=4",
+                     "--set", "portfolio.episode_rebalances=3", "--steps", "4", "--seeds", "0", "1",
+                     "--out", str(tmp_path), "--json", "--quiet"])
+    assert code == 0, err.getvalue()
+    s = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert s["mode"] == "portfolio" and s["groups"] == [["SYNA", "SYNB"], ["SYNC", "SYND", "SYNE"]]
+    assert [r["symbol"] for r in s["rows"]] == ["SYNA_SYNB", "SYNC_SYND_SYNE"]
+    for row in s["rows"]:
+        runs = [json.loads((tmp_path / "reports" / run / "metrics.json").read_text()) for run in row["runs"]]
+        assert row["seeds"] == [0, 1] and [r["symbols"] for r in runs] == [row["symbol"].split("_")] * 2
+        assert row["model_sharpe"] == pytest.approx(np.mean([r["model"]["sharpe_ratio"] for r in runs]))
+        for name in ("equal_weight", "buy_and_hold_equal", "min_variance"):
+            assert row[f"{name}_sharpe"] == pytest.approx(runs[0]["baselines"][name]["sharpe_ratio"])
+    assert s["overall"]["n_vs_equal_weight"] == 2 and "equal_weight_sharpe_median" in s["overall"]
+    assert s["book"]["n_trials"] == 2                                      # the earlier study counts
+    stdout = out.getvalue()
+    assert "group" in stdout and "1/N" in stdout and "vs equal_weight" in stdout and "DSR" in stdout
+    page = (Path(s["report_dir"]) / "study.html").read_text()
+    assert "SYNC_SYND_SYNE" in page and "1/N" in page
