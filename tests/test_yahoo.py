@@ -61,7 +61,8 @@ class FakeDownload:
         self.calls.append(dict(tickers=tickers, start=start, end=end, period=period, interval=interval,
                                **kwargs))
         histories = {}
-        for ticker in [tickers, *self.extra]:
+        names = [tickers] if isinstance(tickers, str) else list(tickers)   # one ticker, or a batch as a list
+        for ticker in [*names, *self.extra]:
             nothing = pd.DataFrame(columns=YAHOO_COLUMNS, index=pd.DatetimeIndex([], name="Date"))
             frame = self.universe.get(ticker, nothing)
             if start is not None:
@@ -273,3 +274,110 @@ def test_rate_limit_is_named_and_yfinance_logs_stay_quiet(monkeypatch, tmp_path,
     with pytest.raises(UserError, match="rate-limiting"):
         load_bars("AAPL", yahoo_config(), tmp_path)
     assert "Failed download" not in capsys.readouterr().err
+
+
+# --- many symbols: batched downloads ---------------------------------------------------------------
+
+class LoggingDownload(FakeDownload):
+    """FakeDownload that also logs yfinance's failure lines for tickers it does not know, as yfinance 1.x does."""
+
+    def __call__(self, tickers, *args, **kwargs):
+        names = [tickers] if isinstance(tickers, str) else list(tickers)
+        unknown = [t for t in names if t not in self.universe]
+        if unknown:
+            logger = logging.getLogger("yfinance")
+            logger.error("\n%d Failed download%s:", len(unknown), "s" if len(unknown) > 1 else "")
+            logger.error(f"{unknown}: YFTzMissingError('possibly delisted; no timezone found')")
+        return super().__call__(tickers, *args, **kwargs)
+
+
+def test_many_symbols_download_in_one_batched_call(monkeypatch, tmp_path):
+    universe = {s: history("2021-01-04", 80 + i, seed=i) for i, s in enumerate(["AAA", "BBB", "CCC"])}
+    fake = install(monkeypatch, LoggingDownload(universe))
+    loaded, failed = yahoo.fetch_yahoo(["AAA", "BBB", "NOPE", "CCC"], yahoo_config(end="2021-06-30"), tmp_path)
+    assert len(fake.calls) == 1
+    call = fake.calls[0]
+    assert call["tickers"] == ["AAA", "BBB", "NOPE", "CCC"] and call["period"] == "max" and call["threads"] is True
+    assert sorted(loaded) == ["AAA", "BBB", "CCC"] and list(failed) == ["NOPE"]
+    assert "unknown ticker 'NOPE'" in str(failed["NOPE"]) and "YFTzMissingError" in str(failed["NOPE"])
+    for symbol in ("AAA", "BBB", "CCC"):
+        np.testing.assert_allclose(loaded[symbol]["adj_close"], universe[symbol]["Adj Close"])
+        assert (tmp_path / "yahoo" / f"{symbol}_1d.csv").is_file()
+        assert loaded[symbol].attrs["source"] == "yahoo"
+    assert not (tmp_path / "yahoo" / "NOPE_1d.csv").exists()
+
+    loaded, failed = yahoo.fetch_yahoo(["AAA", "BBB", "CCC"], yahoo_config(end="2021-03-31"), tmp_path)
+    assert len(fake.calls) == 1 and loaded == {} and failed == {}     # fresh caches: read where they are used
+
+
+def test_stale_caches_are_topped_up_together(monkeypatch, tmp_path):
+    universe = {s: history("2021-01-04", 200, seed=i) for i, s in enumerate(["AAA", "BBB"])}
+    fake = install(monkeypatch, FakeDownload(universe))
+    yahoo.fetch_yahoo(["AAA", "BBB"], yahoo_config(end="2021-03-31"), tmp_path)
+    universe["BBB"] = history("2021-01-04", 200, seed=1, adj_ratio=0.8)    # BBB re-adjusted meanwhile
+    loaded, failed = yahoo.fetch_yahoo(["AAA", "BBB"], yahoo_config(end="2021-08-31"), tmp_path)
+    assert failed == {}
+    top_up, again = fake.calls[1], fake.calls[2]
+    assert top_up["tickers"] == ["AAA", "BBB"] and top_up["start"] == "2021-03-31"
+    assert again["tickers"] == "BBB" and again["period"] == "max"          # only the re-adjusted one, whole
+    for symbol in ("AAA", "BBB"):
+        np.testing.assert_allclose(loaded[symbol]["adj_close"], universe[symbol].loc[:"2021-08-31", "Adj Close"])
+    assert len(fake.calls) == 3
+
+
+def test_batches_are_capped(monkeypatch, tmp_path):
+    monkeypatch.setattr(yahoo, "BATCH_SIZE", 2)
+    universe = {s: history("2021-01-04", 60, seed=i) for i, s in enumerate(["AAA", "BBB", "CCC"])}
+    fake = install(monkeypatch, FakeDownload(universe))
+    loaded, _ = yahoo.fetch_yahoo(["AAA", "BBB", "CCC"], yahoo_config(), tmp_path)
+    assert [c["tickers"] for c in fake.calls] == [["AAA", "BBB"], "CCC"] and len(loaded) == 3
+
+
+def test_a_rate_limited_batch_stops_everything_and_caches_nothing(monkeypatch, tmp_path):
+    fake = FakeDownload({"AAA": history("2021-01-04", 60)})
+
+    def rate_limited(*args, **kwargs):
+        logging.getLogger("yfinance").error("['AAA', 'BBB']: YFRateLimitError('Too Many Requests.')")
+        return fake(*args, **{**kwargs, "start": "2030-01-01"})           # and nothing comes back
+
+    monkeypatch.setattr(yfinance, "download", rate_limited)
+    with pytest.raises(UserError, match="rate-limiting"):
+        yahoo.fetch_yahoo(["AAA", "BBB"], yahoo_config(), tmp_path)
+    assert not (tmp_path / "yahoo").exists() or not any((tmp_path / "yahoo").glob("*.csv"))
+
+
+def test_offline_batch_is_one_line(monkeypatch, tmp_path):
+    install(monkeypatch, FakeDownload({}))
+    monkeypatch.setattr(yahoo, "yahoo_reachable", lambda timeout=3.0: False)
+    with pytest.raises(UserError, match=r"^cannot reach Yahoo Finance to download AAA, BBB \(offline\?\)"):
+        yahoo.fetch_yahoo(["AAA", "BBB"], yahoo_config(), tmp_path)
+
+
+def test_a_universe_from_yahoo_skips_the_bad_symbol(monkeypatch, tmp_path, caplog):
+    """Batched download, parallel featurising and data.on_bad_symbol=skip end to end on a ragged panel."""
+    from hftraining.config import load_config
+    from hftraining.data.ragged import build_ragged_panel
+
+    universe = {"AAA": history("2019-01-01", 700, seed=1), "BBB": history("2020-01-01", 450, seed=2)}
+    fake = install(monkeypatch, LoggingDownload(universe))
+    cfg = load_config(None, ["data.source=yahoo", "data.forecast_backend=none", "data.context_length=16",
+                             "data.horizon=3", "data.on_bad_symbol=skip", "data.end=2021-12-31"])
+    with caplog.at_level(logging.WARNING, logger="hftraining"):
+        panel = build_ragged_panel(["AAA", "NOPE", "BBB"], cfg, tmp_path, progress=False)
+    assert len(fake.calls) == 1 and panel.symbols == ["AAA", "BBB"]
+    assert list(panel.skipped) == ["NOPE"] and "unknown ticker" in panel.skipped["NOPE"]
+    lines = [r.getMessage() for r in caplog.records if "NOPE" in r.getMessage()]
+    assert lines[0].startswith("bad symbol NOPE: unknown ticker 'NOPE'") and "\n" not in lines[0]
+    assert panel.dates[panel.rows_of(0)][0] < np.datetime64("2020-01-01")   # AAA keeps its older bars
+
+
+def test_several_bad_symbols_are_listed_before_the_run_stops(monkeypatch, tmp_path, caplog):
+    from hftraining.config import load_config
+    from hftraining.data.universe import featurise_universe
+
+    install(monkeypatch, LoggingDownload({"AAA": history("2019-01-01", 300)}))
+    cfg = load_config(None, ["data.source=yahoo", "data.forecast_backend=none"])
+    stop = r"^2 symbols failed to load \(NOPE, NADA; reasons above\).*on_bad_symbol=skip"
+    with caplog.at_level(logging.WARNING, logger="hftraining"), pytest.raises(UserError, match=stop):
+        featurise_universe(["AAA", "NOPE", "NADA"], cfg, tmp_path, progress=False)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["bad symbol NOPE", "bad symbol NADA"]
