@@ -226,3 +226,57 @@ def test_other_commands_refuse_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["portfolio", "--pairs", "A,B"]) == 2
     assert "under torchrun only `hftrain single`" in capsys.readouterr().err
+
+
+# --- two nodes (simulated on this machine) --------------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _yahoo_base_args(out: Path, batch: int) -> list[str]:
+    return ["base", "--stocks", "AAA", "BBB", "--source", "yahoo", "--config", TINY, "--no-finetune",
+            "--set", "data.forecast_backend=statistical", "--set", "data.end=2021-12-31",
+            "--batch-size", str(batch), "--steps", "10", "--device", "cpu", "--seed", "3",
+            "--set", "paths.run_name=r", "--out", str(out), "--json", "-q"]
+
+
+@pytest.mark.slow
+def test_two_nodes_equal_one_process_and_download_once(tmp_path, monkeypatch, capsys):
+    """Two torchrun launchers (--nnodes 2, one process each, c10d rendezvous on localhost) train a base
+    model on a ragged Yahoo universe (AAA from 2019, BBB from 2020) like one process with the doubled
+    batch; they share one --out, so rank 0 downloads (one batched call) and rank 1 reads its cache."""
+    import fake_yahoo_main
+
+    entry = Path(fake_yahoo_main.__file__)
+    port, log = _free_port(), tmp_path / "downloads.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HFTRAIN_FAKE_YAHOO_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join([str(entry.parent), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
+         "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}",
+         "--rdzv-id", "two-nodes", str(entry), *_yahoo_base_args(tmp_path / "shared", 8)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, err[-3000:]
+    json_lines = [line for out, _ in outputs for line in out.splitlines() if line.startswith("{")]
+    assert len(json_lines) == 1                                      # global rank 0 alone prints
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls == [{"rank": "0", "tickers": ["AAA", "BBB"]}]       # one batched download, by rank 0 only
+
+    fake_yahoo_main.install(monkeypatch)
+    assert main(_yahoo_base_args(tmp_path / "one", 16)) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    two = json.loads(json_lines[0])
+    meta = json.loads((Path(two["base_run"]) / "metadata.json").read_text())
+    assert meta["world_size"] == 2 and meta["global_batch_size"] == 16
+    assert meta["panel"]["decisions_per_symbol"]["AAA"]["train"] > meta["panel"]["decisions_per_symbol"]["BBB"]["train"]
+    for name in ("last/state.safetensors", ckpt.WEIGHTS):           # same weights (CPU gloo, float32 sums)
+        a, b = load_file(Path(two["base_run"]) / name), load_file(Path(one["base_run"]) / name)
+        for key in (k for k in b if not k.startswith("optimizer.")):
+            torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
