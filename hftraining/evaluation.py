@@ -18,11 +18,17 @@ from hftraining.config import TrackerConfig
 from hftraining.data.panel import Panel
 from hftraining.tracker import ProfitTracker
 
+# Windows per model call. Every call is padded to exactly this many (repeating the last window): BLAS
+# kernels (MKL on AVX-512, cuBLAS) round differently for different batch shapes, and a bar's position
+# must not depend on how many bars are evaluated with it (paper trading one bar at a time must give the
+# backtest's positions bit for bit). 64 windows per call is also the fastest size on CPU.
+EVAL_CHUNK = 64
+
 
 @torch.no_grad()
 def predict_positions(model: torch.nn.Module, x: torch.Tensor, symbol: int, decisions: range,
-                      chunk: int = 1024) -> np.ndarray:
-    """Position at each decision bar t of `decisions` from the window x[t-L+1..t, symbol]."""
+                      chunk: int = EVAL_CHUNK) -> np.ndarray:
+    """Position at each decision bar t of `decisions` from the window x[t-L+1..t, symbol], in fixed-shape calls."""
     was_training = model.training
     model.eval()
     context = model.context_length
@@ -32,8 +38,9 @@ def predict_positions(model: torch.nn.Module, x: torch.Tensor, symbol: int, deci
     ends = torch.arange(decisions.start, decisions.stop, device=x.device)
     out = []
     for i in range(0, len(ends), chunk):
-        t_idx = ends[i:i + chunk, None] - offsets                  # [n, L]
-        out.append(model(x[t_idx, symbol]).positions[:, -1].float().cpu())
+        part = ends[i:i + chunk]
+        padded = torch.cat([part, part[-1:].expand(chunk - len(part))])   # always [chunk] windows
+        out.append(model(x[padded[:, None] - offsets, symbol]).positions[:len(part), -1].float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 

@@ -140,10 +140,25 @@ def test_row_t_is_computed_from_prices_up_to_t_alone(allow_cpu, mode):
 
 
 def test_analytic_batch_size_does_not_change_the_features(allow_cpu):
+    """Equal to float32 precision, not bit for bit: another forecast_batch_size is another GEMM shape, and
+    BLAS kernels (MKL on AVX-512) round differently per shape (seen: 3.7e-9, a few float32 ulps)."""
     prices = random_prices(150, seed=4)
     small = features(prices, toto_data(forecast_batch_size=7)).values
     large = features(prices, toto_data(forecast_batch_size=256)).values
-    np.testing.assert_array_equal(small, large)
+    np.testing.assert_allclose(small, large, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("total", [L, L + 9, 3 * L])
+def test_every_analytic_call_has_the_configured_batch_shape(allow_cpu, monkeypatch, total):
+    """A short last batch is padded: with one shape for every call, a window's features cannot depend on
+    how many windows were computed with it, whatever the CPU's BLAS does with other shapes."""
+    from hftraining.forecasting.toto_backend import TotoBackend
+
+    shapes = []
+    real = TotoBackend.forecast
+    monkeypatch.setattr(TotoBackend, "forecast", lambda self, c, s=None: shapes.append(c.shape) or real(self, c, s))
+    ff = features(random_prices(total, seed=6), toto_data(forecast_batch_size=8))
+    assert shapes and set(shapes) == {(8, L)} and np.isfinite(ff.values[L - 1 :]).all()
 
 
 def test_samples_are_seeded_per_window_and_leave_the_global_rng_alone(allow_cpu):

@@ -60,6 +60,10 @@ class Backend(ABC):
     context_length: int  # the window length actually used (Toto rounds down to its patch size)
     batch_size: int  # windows per call
     uses_seeds: bool = False  # True when forecast() draws random numbers (needs a seed per window)
+    # True when forecast() runs its windows as one batch through a network: rolling.py then pads every
+    # call to batch_size windows, because BLAS kernels (MKL on AVX-512, for one) round differently for
+    # different batch shapes, and a window's features must not depend on how many windows came with it.
+    fixed_batch_shape: bool = False
 
     @abstractmethod
     def forecast(

@@ -105,6 +105,7 @@ class ChronosBackend(Backend):
         self.weights_hash = weights_hash(folder)
         self.horizon = data.toto_horizon
         self.batch_size = data.forecast_batch_size
+        self.fixed_batch_shape = True
         self.context_length = data.forecast_context_length
         if self.context_length > pipe.model_context_length:
             warn_once(

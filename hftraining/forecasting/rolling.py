@@ -95,8 +95,10 @@ def rolling_forecasts(
                 if backend.uses_seeds
                 else None
             )
+            if backend.fixed_batch_shape and hi - lo < backend.batch_size:  # same shape for every call
+                contexts = np.concatenate([contexts, np.repeat(contexts[-1:], backend.batch_size - (hi - lo), 0)])
             mean, std = backend.forecast(contexts, seeds)
-            put(lo, contexts[:, -1], mean, std)
+            put(lo, contexts[: hi - lo, -1], mean[: hi - lo], std[: hi - lo])
             advance(hi - lo)
     return out, total - start
 

@@ -121,6 +121,7 @@ class TotoBackend(Backend):
             )
         self.bf16 = self.device.startswith("cuda") and data.toto_dtype == "bfloat16"
         self.uses_seeds = self.mode == "samples"
+        self.fixed_batch_shape = self.mode == "analytic"  # samples mode runs each window on its own already
         # samples mode: one window per call, each call holds samples_per_batch sample paths
         self.batch_size = (
             data.forecast_batch_size
