@@ -20,7 +20,7 @@ import torch
 from hftraining import atomic, distributed
 from hftraining import checkpoint as ckpt
 from hftraining.config import Config
-from hftraining.data.panel import symbol_slice
+from hftraining.data.panel import fingerprint, symbol_slice
 from hftraining.errors import UserError
 from hftraining.evaluation import Simulation, average_metrics, buy_and_hold, model_positions, simulate
 from hftraining.finetune import (
@@ -67,6 +67,7 @@ def train_base(symbols: list[str], config: Config, steps: int | None = None, run
     resolve_device(config.training.device)
     ctx = distributed.context()             # under torchrun: rank 0 builds the data first, alone writes files
     prepared = distributed.main_first(lambda: prepare(symbols, config, progress=progress, ragged=True))
+    distributed.agree(fingerprint(prepared.panel), "training data")
     run_id = distributed.broadcast(run_id or config.paths.run_name or new_run_id())
     tb_dir = layout.tensorboard("base", run_id)
     tcfg = config.training

@@ -143,6 +143,23 @@ def main_first(fn: Callable[[], T]) -> T:
     return fn()
 
 
+def agree(value: str, what: str) -> None:
+    """Stop every rank with one line when some rank's `value` (a data fingerprint, say) differs from rank 0's.
+
+    Ranks that trained on different bars would average gradients of different problems, silently.
+    """
+    ctx = context()
+    if not ctx.enabled:
+        return
+    values: list = [None] * ctx.world_size
+    dist.all_gather_object(values, value)
+    differ = [rank for rank, v in enumerate(values) if v != values[0]]
+    if differ:
+        raise UserError(f"rank{'s' if len(differ) > 1 else ''} {', '.join(map(str, differ))} built different {what} "
+                        "than rank 0: give every node the same data (one shared --out, or the same --data-dir and "
+                        "a forecast cache filled once and copied)")
+
+
 def wrap(model: torch.nn.Module, device: torch.device, ctx: Context) -> torch.nn.Module:
     """DistributedDataParallel around `model` when there are several ranks, else `model` itself."""
     if not ctx.enabled:

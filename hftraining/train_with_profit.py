@@ -15,7 +15,7 @@ from hftraining import checkpoint as ckpt
 from hftraining import distributed
 from hftraining.backtest import evaluate_and_report, significance_line
 from hftraining.config import Config
-from hftraining.data.panel import Panel, Scaler, Splits, panel_and_splits, symbol_views
+from hftraining.data.panel import Panel, Scaler, Splits, fingerprint, panel_and_splits, symbol_views
 from hftraining.errors import UserError
 from hftraining.evaluation import model_positions
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
@@ -129,6 +129,7 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
         meta = ckpt.read_json(run_dir / ckpt.METADATA)
         run_id = meta["run_id"]
     prepared = distributed.main_first(lambda: prepare([symbol], config, progress=progress))
+    distributed.agree(fingerprint(prepared.panel), "training data")
     if resume is not None:
         prepared = _same_data_as_before(run_dir, meta, prepared)
     if resume is None:

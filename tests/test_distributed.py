@@ -280,3 +280,15 @@ def test_two_nodes_equal_one_process_and_download_once(tmp_path, monkeypatch, ca
         a, b = load_file(Path(two["base_run"]) / name), load_file(Path(one["base_run"]) / name)
         for key in (k for k in b if not k.startswith("optimizer.")):
             torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_ranks_that_built_different_data_stop_with_one_line(monkeypatch):
+    monkeypatch.setattr(distributed, "context", lambda: distributed.Context(rank=1, world_size=2))
+
+    def gather(values, value):                  # rank 0 built "abc"; this rank built `value`
+        values[:] = ["abc", value]
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", gather)
+    distributed.agree("abc", "training data")
+    with pytest.raises(UserError, match=r"^rank 1 built different training data than rank 0: .*shared --out"):
+        distributed.agree("xyz", "training data")

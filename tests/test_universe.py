@@ -10,6 +10,7 @@ import pytest
 
 from hftraining.cli import main
 from hftraining.config import load_config
+from hftraining.data.panel import fingerprint
 from hftraining.data.ragged import build_ragged_panel
 from hftraining.data.synthetic import generate_bars
 from hftraining.data.universe import featurise_universe, read_stocks_file, universe_symbols
@@ -120,3 +121,6 @@ def test_parallel_loading_builds_the_same_panel(folder_with_a_bad_symbol, tmp_pa
     assert one.symbols == many.symbols == symbols                     # the order asked for, not finishing order
     for name in ("offsets", "dates", "features", "ohlc", "returns", "runs"):
         np.testing.assert_array_equal(getattr(one, name), getattr(many, name))
+    assert fingerprint(one) == fingerprint(many)                       # what ranks compare before training
+    many.features[5, 0, 0] += 1e-6
+    assert fingerprint(one) != fingerprint(many)

@@ -294,6 +294,16 @@ def last_rows(panel) -> Optional[np.ndarray]:
     return panel.last_rows() if getattr(panel, "offsets", None) is not None else None
 
 
+def fingerprint(panel) -> str:
+    """sha256 of what training reads from a panel (symbols, dates, features, prices): equal on every rank."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join([*panel.symbols, "|", *panel.feature_names]).encode())
+    for array in (panel.dates, panel.features, panel.ohlc):
+        digest.update(np.ascontiguousarray(array).view(np.uint8))
+    return digest.hexdigest()
+
+
 def symbol_views(panel, x, decisions):
     """(symbol, panel, column, x, decision range) for each symbol with decisions in the split.
 
