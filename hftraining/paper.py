@@ -40,7 +40,7 @@ from hftraining.data.panel import assemble_panel, symbol_frame
 from hftraining.errors import UserError
 from hftraining.evaluation import predict_positions
 from hftraining.layout import Layout, normalize_symbol
-from hftraining.sizing import position_scale
+from hftraining.sizing import traded_positions
 from hftraining.tracker import ProfitTracker
 
 log = logging.getLogger("hftraining")
@@ -279,10 +279,8 @@ class LiveTrader:
             return 0.0, f"warming up ({panel.n_time}/{context} bars)"
         window = replace(panel, features=panel.features[-context:])    # scaling is per row: same values
         x = torch.from_numpy(self.run.scaler.transform(window)).to(next(self.model.parameters()).device)
-        raw = float(predict_positions(self.model, x, 0, range(context - 1, context))[0])
-        cfg = self.config
-        scale = position_scale(panel, cfg.profit, cfg.tracker, cfg.data.periods_per_year)[-1, 0]
-        return raw * float(scale), "model"
+        raw = predict_positions(self.model, x, 0, range(context - 1, context))
+        return float(traded_positions(raw, panel, 0, range(panel.n_time - 1, panel.n_time), self.config)[0]), "model"
 
     def equity(self) -> float:
         """Equity at the latest close: the ProfitTracker over the traded bars (the last target earns nothing yet)."""

@@ -62,6 +62,11 @@ def position_scale(panel, profit, tracker, periods_per_year: int = 252) -> np.nd
 
 
 def traded_positions(raw: np.ndarray, panel, symbol: int, decisions: range, config) -> np.ndarray:
-    """Traded positions at the decision bars of one symbol from the model's raw outputs."""
+    """Traded positions at the decision bars of one symbol from the model's raw outputs, within the cap.
+
+    The cap (tracker.max_position_size) is applied here so that the positions a report shows are the
+    ones the tracker holds.
+    """
     scale = position_scale(panel, config.profit, config.tracker, config.data.periods_per_year)
-    return np.asarray(raw, dtype=np.float64) * scale[decisions.start:decisions.stop, symbol]
+    cap = config.tracker.max_position_size
+    return np.clip(np.asarray(raw, dtype=np.float64) * scale[decisions.start:decisions.stop, symbol], -cap, cap)

@@ -363,6 +363,7 @@ def fit(job: TrainingJob) -> FitResult:
 
 
 MAX_OUTPUT_SCALE = 100.0
+CALIBRATION_ROUNDS = 3
 
 
 @torch.no_grad()
@@ -375,19 +376,26 @@ def calibrate_output_scale(model: AllocationTransformer, job: TrainingJob, x: to
     puts it on the risk budget the user asked for; Sharpe is unchanged apart from the leverage cap.
     Returns the new output_scale (stored in the weights, so every backtest and paper trade uses it).
     """
+    target = job.config.profit.sigma_target
+    start = float(model.output_scale)
+    for _ in range(CALIBRATION_ROUNDS):     # positions clipped at the leverage cap need another round
+        vol = _validation_volatility(model, job, x, decisions)
+        if vol <= 0 or abs(vol / target - 1) < 0.01:
+            break
+        model.output_scale.mul_(min(target / vol, MAX_OUTPUT_SCALE / float(model.output_scale)))
+    log.info("positions scaled by %.3g so the validation volatility meets the %.0f%% target (now %.2f%%)",
+             float(model.output_scale) / start, 100 * target, 100 * _validation_volatility(model, job, x, decisions))
+    return float(model.output_scale)
+
+
+def _validation_volatility(model: AllocationTransformer, job: TrainingJob, x: torch.Tensor, decisions) -> float:
+    """Mean over symbols of the annualised volatility of the model's net returns on `decisions`."""
     cfg = job.config
     vols = []
     for _, panel, s, rows, own in symbol_views(job.panel, x, decisions):
         positions = model_positions(model, rows, panel, s, own, cfg)
-        sim = simulate(panel, s, own, positions, cfg.tracker, cfg.data.periods_per_year)
-        vols.append(sim.metrics["volatility"])
-    vol = float(np.mean(vols))
-    if vol > 0:
-        factor = min(cfg.profit.sigma_target / vol, MAX_OUTPUT_SCALE / float(model.output_scale))
-        model.output_scale.mul_(factor)
-        log.info("positions scaled by %.3g so the validation volatility (%.2f%%) meets the %.0f%% target",
-                 factor, 100 * vol, 100 * cfg.profit.sigma_target)
-    return float(model.output_scale)
+        vols.append(simulate(panel, s, own, positions, cfg.tracker, cfg.data.periods_per_year).metrics["volatility"])
+    return float(np.mean(vols))
 
 
 def _forecast_summary(panel: Panel) -> str:

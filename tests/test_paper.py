@@ -17,7 +17,7 @@ from hftraining.cli import main
 from hftraining.data.panel import build_panel
 from hftraining.ensemble import model_from_run
 from hftraining.errors import UserError
-from hftraining.evaluation import predict_positions, simulate
+from hftraining.evaluation import model_positions, simulate
 from hftraining.paper import BARS, DECISIONS, STATE, CsvReplay, LiveTrader, YahooPoll, open_feed, run_paper
 
 REPLAY_BARS = 110    # features need 61 bars, the tiny model 16 more: ~34 model decisions
@@ -42,14 +42,15 @@ def setup(tmp_path_factory):
 
 
 def backtest_positions(setup) -> tuple[pd.DatetimeIndex, np.ndarray, object]:
-    """predict_positions over the panel of the same replay CSV: what a backtest would trade."""
+    """model_positions over the panel of the same replay CSV: what a backtest would trade."""
     cfg = tiny_config(setup["root"], data_dir=setup["replay"].parent)
     panel = build_panel(["DEMO"], cfg, setup["root"], progress=False, min_bars=20)
     run = ckpt.open_run(setup["run"])
     model = model_from_run(run)
     x = torch.from_numpy(run.scaler.transform(panel))
     decisions = range(model.context_length - 1, panel.n_time)
-    return pd.DatetimeIndex(panel.dates[decisions.start:]), predict_positions(model, x, 0, decisions), (panel, cfg)
+    positions = model_positions(model, x, panel, 0, decisions, run.config)
+    return pd.DatetimeIndex(panel.dates[decisions.start:]), positions, (panel, cfg)
 
 
 def decisions(folder: Path) -> pd.DataFrame:

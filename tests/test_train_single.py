@@ -13,7 +13,7 @@ from hftraining import checkpoint as ckpt
 from hftraining.cli import main
 from hftraining.config import load_config
 from hftraining.data.panel import Scaler, build_panel
-from hftraining.evaluation import predict_positions
+from hftraining.evaluation import model_positions
 from hftraining.metrics import sharpe_ratio, total_return
 from hftraining.model import build_model
 from hftraining.trainer import learning_rate_at
@@ -78,7 +78,7 @@ def test_checkpoint_reload_gives_identical_positions(tiny_run):
     frame = pd.read_csv(out / "reports" / run_dir.name / "test_returns.csv")
     dates = pd.to_datetime(frame["date"]).to_numpy()
     start = int(np.searchsorted(panel.dates, dates[0]))
-    positions = predict_positions(model, x, 0, range(start, start + len(frame)))
+    positions = model_positions(model, x, panel, 0, range(start, start + len(frame)), run.config)
     np.testing.assert_allclose(positions, frame["position"].to_numpy(), rtol=0, atol=1e-9)
 
 
