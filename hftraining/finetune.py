@@ -21,7 +21,7 @@ import numpy as np
 from hftraining import checkpoint as ckpt
 from hftraining import distributed
 from hftraining.config import Config, load_config
-from hftraining.data.panel import Panel, Splits, build_panel
+from hftraining.data.panel import Panel, Splits, build_panel, fingerprint
 from hftraining.errors import UserError
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
 from hftraining.model import AllocationTransformer, build_model
@@ -229,6 +229,7 @@ def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, 
 
     panel, splits = data if data is not None else distributed.main_first(
         lambda: load_stock(symbol, config, base_files.metadata, progress))
+    distributed.agree(fingerprint(panel), "training data")
     check_compatible(base_dir, base_files.config, config, base_files.scaler.feature_names,
                      panel.feature_names)
     scaler = base_files.scaler
