@@ -138,3 +138,23 @@ def test_planted_edge_is_learned_and_random_walk_is_not_oversold(tmp_path, capsy
     assert planted["test"]["sharpe_ratio"] > 1.0
     walk = edge_run(tmp_path / "walk", capsys, 0.0)
     assert walk["test"]["sharpe_ratio"] < 1.5     # ~600 test bars: a Sharpe of 1.5 would be a ~2.5 sigma claim
+
+
+def test_positions_are_calibrated_to_the_volatility_target_on_validation_only(tiny_run):
+    """After training, one constant puts the validation volatility at profit.sigma_target (risk sizing)."""
+    from hftraining.evaluation import simulate
+
+    out, run_dir = tiny_run
+    run = ckpt.open_run(run_dir)
+    assert float(run.weights["output_scale"]) != 1.0
+    model = build_model(len(run.scaler.feature_names), run.config.data.context_length, run.config.data.horizon,
+                        run.config.model)
+    ckpt.load_weights(model, run.weights, run_dir)
+    panel = build_panel(["DEMO"], run.config, out, progress=False)
+    x = torch.from_numpy(run.scaler.transform(panel))
+    val = run.metadata["splits"]["val"]
+    start = int(np.searchsorted(panel.dates, np.datetime64(val["start"])))
+    decisions = range(start, start + val["bars"])
+    sim = simulate(panel, 0, decisions, model_positions(model, x, panel, 0, decisions, run.config),
+                   run.config.tracker)
+    assert sim.metrics["volatility"] == pytest.approx(run.config.profit.sigma_target, rel=0.02)
