@@ -21,8 +21,10 @@ from hftraining.portfolio import (
     PortfolioPolicy,
     horizon_net_returns,
     load_base_encoder,
+    loss_from_config,
     pooled_scaler,
     portfolio_loss,
+    prior_logits,
     run_prepared,
 )
 from hftraining.portfolio_sim import (
@@ -151,6 +153,69 @@ def test_objective_gradient_is_per_episode():
     assert portfolio_loss(net.detach(), "sharpe", 0.0).shape == ()
 
 
+def test_pooled_sharpe_objective_matches_an_independent_computation():
+    """portfolio.objective "sharpe": one Sharpe over every period of every episode (population std), annualised."""
+    rng = np.random.default_rng(3)
+    net = rng.normal(0.002, 0.01, (6, 4))
+    pooled = net.ravel()
+    expected = -pooled.mean() / np.sqrt(((pooled - pooled.mean()) ** 2).mean() + 1e-9) * np.sqrt(252 / 5)  # DMN eps
+    got = portfolio_loss(torch.tensor(net), "sharpe", 0.0, 252 / 5)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    cfg = Config()                                             # horizon 5 = the rebalance period by default
+    cfg.portfolio.objective = "sharpe"
+    assert loss_from_config(torch.tensor(net), cfg).item() == pytest.approx(expected, rel=1e-6)
+    cfg.portfolio.rebalance_every = 21
+    assert loss_from_config(torch.tensor(net), cfg).item() == pytest.approx(expected * np.sqrt(5 / 21), rel=1e-6)
+    # not a mean of per-episode ratios: the old per-episode form gives another number
+    per_episode = np.mean([-row.mean() / np.sqrt(row.var() + 1e-10) for row in net])
+    assert portfolio_loss(torch.tensor(net), "episode_sharpe", 0.0).item() == pytest.approx(per_episode, rel=1e-6)
+    assert abs(per_episode - expected / np.sqrt(252 / 5)) > 1e-3
+    with pytest.raises(ValueError, match="unknown portfolio objective"):
+        portfolio_loss(torch.tensor(net), "nope", 0.0)
+
+
+def ewma_std_by_hand(x: np.ndarray, span: int) -> float:
+    """pandas' ewm(span).std() (adjust=True, bias-corrected) at the last element, written out."""
+    alpha = 2.0 / (span + 1)
+    w = (1 - alpha) ** np.arange(len(x) - 1, -1, -1)
+    mean = (w * x).sum() / w.sum()
+    biased = (w * (x - mean) ** 2).sum() / w.sum()
+    return float(np.sqrt(biased * w.sum() ** 2 / (w.sum() ** 2 - (w ** 2).sum())))
+
+
+def test_inverse_vol_prior_matches_an_independent_computation_and_reads_only_the_past():
+    rng = np.random.default_rng(5)
+    returns = rng.normal(0, 1, (120, 3)) * np.array([0.01, 0.02, 0.04])
+    logits = prior_logits(returns, "inverse_vol", vol_span=30)
+    for t in (30, 77, 119):           # decision at the close of t: returns that closed at <= t-1, rows 0..t-2
+        inverse = np.array([1 / ewma_std_by_hand(returns[:t - 1, i], 30) for i in range(3)])
+        np.testing.assert_allclose(np.exp(logits[t]) / 3, inverse / inverse.sum(), rtol=1e-9)
+    np.testing.assert_allclose(logits[:21], 0.0)               # no estimate yet (20 returns needed): 1/N
+    assert np.exp(logits[100]).argmax() == 0                   # the calmest asset weighs most
+    later = returns.copy()
+    later[59:] += rng.normal(0, 0.05, later[59:].shape)        # returns closing at bar 60 and after
+    np.testing.assert_array_equal(prior_logits(later, "inverse_vol", 30)[:61], logits[:61])
+    np.testing.assert_array_equal(prior_logits(returns, "equal"), np.zeros((120, 3)))
+
+    # the untrained policy is exactly the prior's book (with CASH_PRIOR in cash)
+    policy = PortfolioPolicy(4, 3, 6, 2, Config().model, include_cash=True, prior="inverse_vol").eval()
+    prior = torch.tensor(logits[[40, 90]], dtype=torch.float32)
+    w = policy(torch.randn(2, 6, 3, 4), prior)
+    pi = np.exp(logits[[40, 90]]) / 3
+    np.testing.assert_allclose(w[:, :3].detach().numpy(), (1 - CASH_PRIOR) * pi, rtol=1e-5)
+    np.testing.assert_allclose(w[:, 3].detach().numpy(), CASH_PRIOR, rtol=1e-5)
+
+
+def test_turnover_penalty_is_a_training_cost_only():
+    """horizon_net_returns at cost + penalty = the real net return minus penalty x the same turnover."""
+    w = torch.softmax(torch.randn(3, 4, 3, dtype=torch.float64), -1)
+    g = 1 + 0.02 * torch.randn(3, 4, 2, dtype=torch.float64)
+    free = horizon_net_returns(w, g, 0.0)
+    turnover = (free - horizon_net_returns(w, g, 1.0)).detach()      # cost 1 per unit: the turnover itself
+    assert torch.all(turnover > 0)
+    torch.testing.assert_close(horizon_net_returns(w, g, C + 0.002), horizon_net_returns(w, g, C) - 0.002 * turnover)
+
+
 # --- minimum variance ------------------------------------------------------------------------------------
 
 def test_min_variance_known_answer_and_projection():
@@ -231,6 +296,45 @@ def test_policy_learns_a_planted_edge_out_of_sample(tmp_path):
     mean = held.mean(axis=0)
     assert mean[0] > 0.6 and mean[0] > mean[1] + 0.3 and mean[0] > mean[2] + 0.3, mean
     assert run.summary["mean_weights"]["EDGE"] == pytest.approx(mean[0])
+
+
+def two_asset_panel(cfg, n=900, seed=0):
+    rng = np.random.default_rng(seed)
+    vols = {"CALM": 0.005, "WILD": 0.02}
+    frames = {s: symbol_frame(s, generated_bars(rng.normal(0.0003, v, n), i), cfg, None, False)[0]
+              for i, (s, v) in enumerate(vols.items())}
+    panel = assemble_panel(frames)
+    panel.data_source = {s: "synthetic" for s in vols}
+    panel.data_origin = {s: "generated in tests/test_portfolio.py" for s in vols}
+    return panel
+
+
+def test_prior_is_a_validation_candidate_and_an_untrained_policy_trades_the_prior(tmp_path):
+    """prior_candidate: step 0 (the untrained inverse-volatility book) is validated and may be kept; its test
+    weights are (1 - CASH_PRIOR) * 1/sigma normalised, from the same ex-ante volatility as prior_logits."""
+    from hftraining.portfolio_sim import rebalance_offsets
+
+    cfg = tiny_config(tmp_path, max_steps=4, learning_rate=1e-9, prior="inverse_vol", prior_candidate=True)
+    panel = two_asset_panel(cfg)
+    splits = make_splits(panel.n_time, cfg)
+    run = run_prepared(Prepared(panel, splits, pooled_scaler(panel, splits.train)), cfg, progress=False)
+    history = run.fit.history
+    assert [h["step"] for h in history] == [0, 1, 2, 3, 4]
+    sharpes = [h["sharpe_ratio"] for h in history]
+    assert run.fit.best_step == history[int(np.argmax(sharpes))]["step"]
+    # the step-0 candidate is the prior's own book on the validation range
+    every = cfg.data.horizon
+    returns = np.nan_to_num(panel.returns, nan=0.0)
+    logits = prior_logits(returns, "inverse_vol", cfg.profit.vol_span)
+    offsets = rebalance_offsets(len(splits.val), every)
+    prior_book = simulate_portfolio(returns[splits.val.start:splits.val.stop], offsets,
+                                    (1 - CASH_PRIOR) * np.exp(logits[splits.val.start + offsets]) / 2, 0.001)
+    assert history[0]["sharpe_ratio"] == pytest.approx(prior_book.metrics["sharpe_ratio"], rel=1e-4)
+    weights = pd.read_csv(run.report_dir / "weights.csv")
+    test_bars = splits.test.start + rebalance_offsets(len(splits.test), every)
+    expected = (1 - CASH_PRIOR) * np.exp(logits[test_bars]) / 2
+    np.testing.assert_allclose(weights[["weight_CALM", "weight_WILD"]].to_numpy(), expected, atol=1e-5)
+    assert weights["weight_CALM"].mean() > 3 * weights["weight_WILD"].mean()      # 1/sigma: about 4 to 1
 
 
 # --- base initialisation -------------------------------------------------------------------------------
