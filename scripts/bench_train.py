@@ -32,7 +32,7 @@ from hftraining.atomic import write_json  # noqa: E402
 from hftraining.config import Config, load_config  # noqa: E402
 from hftraining.data.panel import window_ends  # noqa: E402
 from hftraining.model import build_model, count_parameters  # noqa: E402
-from hftraining.objective import profit_objective  # noqa: E402
+from hftraining.objective import objective_from_config  # noqa: E402
 from hftraining.tensorboard_log import RunLogger  # noqa: E402
 from hftraining.train_with_profit import Prepared, prepare  # noqa: E402
 from hftraining.trainer import Batches, StepGuard, TrainingJob, _device_tensors, fit, resolve_device  # noqa: E402
@@ -112,7 +112,6 @@ def _setup(config: Config, data: Prepared):
 def time_bare(config: Config, data: Prepared, warmup: int, steps: int) -> float:
     """Seconds for `steps` steps of the plainest loop: index gather, forward, loss, backward, step."""
     device, model, forward, optimizer, batches = _setup(config, data)
-    cost = config.profit.transaction_cost_bps / 1e4
     amp = config.training.amp and device.type == "cuda"
     offsets, x, returns, ends = batches.offsets, batches.x, batches.returns, batches.ends
     generator, batch_size = torch.Generator().manual_seed(config.training.seed), config.training.batch_size
@@ -122,8 +121,8 @@ def time_bare(config: Config, data: Prepared, warmup: int, steps: int) -> float:
         t_idx, symbol = window[:, :1] - offsets, window[:, 1:2]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = forward(x[t_idx, symbol])
-        loss = profit_objective(out.positions.float(), returns[t_idx, symbol], cost, config.profit.sharpe_weight,
-                                config.profit.risk_penalty).loss
+        traded = out.positions.float() * batches.scale[t_idx, symbol]      # risk sizing, as the trainer does
+        loss = objective_from_config(traded, returns[t_idx, symbol], config).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -142,7 +141,6 @@ def breakdown(config: Config, data: Prepared, warmup: int, steps: int, workdir: 
     """Milliseconds per step of each phase of the trainer's step, timed with a device sync between phases."""
     device, model, forward, optimizer, batches = _setup(config, data)
     tcfg = config.training
-    cost = config.profit.transaction_cost_bps / 1e4
     amp = tcfg.amp and device.type == "cuda"
     guard = StepGuard(optimizer, device, tcfg.nan_policy)
     logger = RunLogger(workdir / "breakdown_tb")
@@ -150,12 +148,12 @@ def breakdown(config: Config, data: Prepared, warmup: int, steps: int, workdir: 
     try:
         for step in range(warmup + steps):
             marks = [time.perf_counter()]
-            xb, rb, _ = batches.gather(batches.sample(tcfg.batch_size))
+            ends = batches.sample(tcfg.batch_size)
+            xb, rb, _ = batches.gather(ends)
             _mark(marks, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = forward(xb)
-            loss = profit_objective(out.positions.float(), rb, cost, config.profit.sharpe_weight,
-                                    config.profit.risk_penalty).loss
+            loss = objective_from_config(out.positions.float() * batches.scales(ends), rb, config).loss
             _mark(marks, device)
             loss.backward()
             _mark(marks, device)
