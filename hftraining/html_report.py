@@ -147,8 +147,9 @@ def equity_drawdown_figure(series: dict[str, pd.DataFrame]):
         if name == "model":
             dd.fill_between(frame.index, drawdown * 100, 0, color=_color(name, i), alpha=0.15)
     ax.axhline(1.0, color="black", lw=0.6, alpha=0.5)
-    ax.set_ylabel("equity (net of costs, start = 1)")
-    ax.set_title("Equity curve")
+    ax.set_yscale("log")     # a flat-looking model and a 16x buy-and-hold both stay readable
+    ax.set_ylabel("equity (net of costs, start = 1, log scale)")
+    ax.set_title("Equity curve (log scale: equal slopes are equal returns)")
     ax.legend(loc="upper left", ncol=min(4, len(series)))
     dd.set_ylabel("drawdown (%)")
     dd.set_title("Drawdown from running peak")
