@@ -55,3 +55,20 @@ def test_bench_forecasts_small(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(out.read_text())["chronos_bolt_tiny"]["windows"] == 4
+
+
+@pytest.mark.slow
+def test_bench_scale_smoke(tmp_path, capsys):
+    """Tiny universes (2 and 4 symbols, one ragged) each in its own process: the table and the JSON."""
+    bench = load_script("bench_scale")
+    assert bench.main(["--smoke", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench" / "bench_scale.json").read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert names == ["2 x 400", "4 x 400", "ragged 3 x 80..400"]
+    for row in report["rows"]:
+        assert row["panel_build_s"] > 0 and row["samples_per_s"] > 0 and row["peak_rss_mb"] > 0
+        assert row["padding_factor"] == 1.0 and row["train_windows"] > 0
+    ragged = report["rows"][-1]
+    assert ragged["bars_min"] < ragged["bars_max"] and ragged["first_dates"][0] > ragged["first_dates"][1]
+    assert report["growth_exponents"]["panel_mb"] == pytest.approx(1.0, abs=0.05)   # memory ~ total bars
+    assert "| growth exponent |" in capsys.readouterr().out
