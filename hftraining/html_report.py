@@ -284,7 +284,9 @@ TABLE_COLUMNS = [("total_return", "Total return", "pct"), ("cagr", "CAGR", "pct"
                  ("sortino", "Sortino", "num"), ("max_drawdown", "Max drawdown", "pct"),
                  ("volatility", "Volatility", "pct"), ("win_rate", "Win rate", "pct0"),
                  ("trade_count", "Trades", "int"), ("turnover", "Turnover / bar", "num3"),
-                 ("exposure", "Exposure", "pct0")]
+                 ("exposure", "Exposure", "pct0"), ("mean_abs_position", "Mean |position|", "plain"),
+                 ("total_return_at_target", "Total return at target vol", "pct"),
+                 ("max_drawdown_at_target", "Max drawdown at target vol", "pct")]
 
 
 def _fmt(value, kind: str = "num") -> str:
@@ -342,13 +344,19 @@ def _stat(label: str, value: str) -> str:
 def baseline_comparison(rows: dict[str, dict]) -> str:
     """One sentence: the model's net Sharpe against the best baseline's."""
     model = (rows.get("model") or {}).get("sharpe_ratio")
-    others = {k: v.get("sharpe_ratio") for k, v in rows.items() if k != "model" and v.get("sharpe_ratio") is not None}
+    others = {k: v.get("sharpe_ratio") for k, v in rows.items()
+              if k not in ("model", "oracle") and v.get("sharpe_ratio") is not None}
     if model is None or not others:
         return ""
     best = max(others, key=others.get)
     side = "above" if model > others[best] else "below"
-    return (f"<p><b>Against the best baseline</b>: {html.escape(_label(best))} has a net Sharpe of "
-            f"{_fmt(others[best])}; the model's {_fmt(model)} is {side} it.</p>")
+    text = (f"<p><b>Against the best baseline</b>: {html.escape(_label(best))} has a net Sharpe of "
+            f"{_fmt(others[best])}; the model's {_fmt(model)} is {side} it.")
+    oracle = (rows.get("oracle") or {}).get("sharpe_ratio")
+    if oracle is not None and oracle > 0:      # a synthetic market: how much of the planted edge was found
+        text += (f" The oracle, who knows the planted drift, reaches {_fmt(oracle)}: the model captured "
+                 f"{model / oracle:.2f} of its Sharpe.")
+    return text + "</p>"
 
 
 def significance_section(sig: dict | None) -> str:
