@@ -226,13 +226,15 @@ def decision_range(panel: Panel, context_length: int, start: pd.Timestamp | None
 
 
 def in_sample_overlap(metadata: dict, first: str, last: str) -> list[str]:
-    """Which of the run's training / validation date ranges [first, last] overlaps, as text."""
+    """Which training / validation date ranges of the run, or of the base run it started from, [first, last]
+    overlaps, as text."""
     hits = []
-    for name in ("train", "val"):
-        span = (metadata.get("splits") or {}).get(name)
-        if span and span["start"] <= last and first <= span["end"]:
-            label = "training" if name == "train" else "validation"
-            hits.append(f"{label} {span['start']} .. {span['end']}")
+    for key, whose in (("splits", ""), ("base_splits", "base ")):
+        for name in ("train", "val"):
+            span = (metadata.get(key) or {}).get(name)
+            if span and span["start"] <= last and first <= span["end"]:
+                label = "training" if name == "train" else "validation"
+                hits.append(f"{whose}{label} {span['start']} .. {span['end']}")
     return hits
 
 

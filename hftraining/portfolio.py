@@ -485,6 +485,11 @@ def run_portfolio(symbols: list[str], config: Config, base_run: Optional[Path] =
     Layout.at(config.paths.root).ensure_writable()
     resolve_device(config.training.device)
     prepared = prepare_aligned(symbols, config, progress)
+    if base is not None:        # the base's dates: its training and validation bars never become test bars
+        from hftraining.base_dates import inherit_splits
+
+        splits = inherit_splits(prepared.panel, base, config.data.context_length, config.data.resolved_embargo)
+        prepared = Prepared(prepared.panel, splits, prepared.scaler)
     pooled = pooled_scaler(prepared.panel, prepared.splits.train, config.data.context_length)
     run = run_prepared(Prepared(prepared.panel, prepared.splits, pooled), config, base, progress)
     from hftraining.trials import register_trial
@@ -530,13 +535,19 @@ def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFile
                             config.profit.vol_span)
     torch.manual_seed(config.training.seed)
     policy = build_policy(len(panel.feature_names), len(symbols), config)
-    copied = load_base_encoder(policy, base, panel.feature_names) if base is not None else 0
+    copied = 0
+    if base is not None:
+        from hftraining.base_dates import base_spans, check_out_of_sample
+
+        check_out_of_sample(panel, prepared.splits.test, base, config.data.resolved_embargo)
+        copied = load_base_encoder(policy, base, panel.feature_names)
     policy.to(device)
 
     run_dir = claim_run_dir(layout.portfolio_model(symbols, run_id))
     meta = run_metadata("portfolio", run_id, config, prepared, rebalance_every=every,
                         include_cash=config.portfolio.include_cash, window=policy.window,
-                        base_run=str(base.path) if base is not None else None, base_tensors_copied=copied)
+                        base_run=str(base.path) if base is not None else None, base_tensors_copied=copied,
+                        base_splits=base_spans(base) if base is not None else None)
     ckpt.save_run_files(run_dir, config, prepared.scaler, meta)
     tb_dir = layout.tensorboard("portfolio", run_id, symbols)
     result = fit_policy(policy, data, config, run_dir / ckpt.WEIGHTS, tb_dir, progress)

@@ -255,6 +255,10 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
         log.info("walk-forward: retraining every %d bars (a multiple of the rebalance interval %d)", step, every)
     panel = build_panel(symbols, config, Path(config.paths.root), progress=progress)
     folds = make_folds(panel.n_time, config, step, window)
+    if base is not None:            # every fold's test bars out of the base's sample, checked before any training
+        from hftraining.base_dates import check_out_of_sample
+
+        check_out_of_sample(panel, folds[0].test, base, config.data.resolved_embargo, "first walk-forward test")
     group_id = config.paths.run_name or new_run_id("wf-")
     runs = []
     for fold in folds:

@@ -232,9 +232,6 @@ def test_python_api(tmp_path):
 
 
 def test_pipeline_with_portfolio(tmp_path, capsys):
-    portfolio = pytest.importorskip("hftraining.portfolio")
-    if not hasattr(portfolio, "run_portfolio"):
-        pytest.skip("hftraining.portfolio.run_portfolio not written yet")
     code = main(["pipeline", "--stocks", "AAA", "BBB", "--pairs", "AAA,BBB", "--config", str(TINY), *SMALL,
                  "--set", "portfolio.max_steps=3", "--set", "training.finetune_epochs=1",
                  "--set", "training.batch_size=64", "--steps", "3",
@@ -245,7 +242,12 @@ def test_pipeline_with_portfolio(tmp_path, capsys):
     assert set(result["finetuned"]) == {"AAA", "BBB"} and Path(result["base"]).is_dir()
     portfolio_dir = Path(result["portfolios"]["AAA_BBB"]["run_dir"])
     assert portfolio_dir.is_dir() and portfolio_dir.name == f"{Path(result['base']).name}-AAA_BBB"
-    assert ckpt.read_json(portfolio_dir / "metadata.json")["base_run"] == result["base"]
+    meta = ckpt.read_json(portfolio_dir / "metadata.json")
+    assert meta["base_run"] == result["base"]
+    base_splits = ckpt.read_json(Path(result["base"]) / "metadata.json")["splits"]
+    for name in ("train", "val", "test"):        # the portfolio tests on the base's test dates, never its sample
+        assert meta["splits"][name]["end"] == base_splits[name]["end"], name
+    assert meta["splits"]["test"]["start"] == base_splits["test"]["start"]
 
 
 def test_helpers():

@@ -339,13 +339,13 @@ def test_prior_is_a_validation_candidate_and_an_untrained_policy_trades_the_prio
 
 # --- base initialisation -------------------------------------------------------------------------------
 
-def fake_base_run(folder, context_length, feature_names, model_cfg):
+def fake_base_run(folder, context_length, feature_names, model_cfg, splits=None):
     model = build_model(len(feature_names), context_length, 3, model_cfg)
     folder.mkdir(parents=True)
     cfg = Config()
     cfg.model = model_cfg
     scaler = Scaler(feature_names, ["AAA"], np.zeros((1, len(feature_names))), np.ones((1, len(feature_names))))
-    ckpt.save_run_files(folder, cfg, scaler, {"run_id": folder.name, "kind": "base"})
+    ckpt.save_run_files(folder, cfg, scaler, {"run_id": folder.name, "kind": "base", "splits": splits})
     ckpt.save_tensors(folder / ckpt.WEIGHTS, model.state_dict())
     return model
 
@@ -414,11 +414,15 @@ def test_cli_portfolio_on_tiny_synthetic(tmp_path, capsys):
 
 def test_cli_initialises_from_a_base_run_or_refuses_it_in_one_line(tmp_path, capsys):
     from hftraining.data.features import FEATURE_NAMES
+    from hftraining.portfolio import prepare_aligned
 
     model_cfg = load_config("configs/tiny.yaml").model
-    fake_base_run(tmp_path / "base", 16, list(FEATURE_NAMES), model_cfg)
-    fake_base_run(tmp_path / "wide", 16, list(FEATURE_NAMES), model_cfg.model_copy(update={"hidden_size": 8}))
-    fake_base_run(tmp_path / "long", 32, list(FEATURE_NAMES), model_cfg)
+    group = prepare_aligned(["AAA", "BBB"], load_config("configs/tiny.yaml", ["data.forecast_backend=none"],
+                                                         {"paths.root": str(tmp_path / "runs")}), progress=False)
+    splits = group.splits.as_dict(group.panel)         # a base trained on the group's own split dates
+    fake_base_run(tmp_path / "base", 16, list(FEATURE_NAMES), model_cfg, splits)
+    fake_base_run(tmp_path / "wide", 16, list(FEATURE_NAMES), model_cfg.model_copy(update={"hidden_size": 8}), splits)
+    fake_base_run(tmp_path / "long", 32, list(FEATURE_NAMES), model_cfg, splits)
     common = ["portfolio", "--pairs", "AAA,BBB", "--config", "configs/tiny.yaml", "--source", "synthetic",
               "--forecast-backend", "none", "--out", str(tmp_path / "runs"), "--steps", "2", "-q",
               "--set", "portfolio.batch_size=2"]
