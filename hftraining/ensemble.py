@@ -1,9 +1,12 @@
 """`hftrain ensemble`: average the positions of several trained runs and judge the average like any model.
 
-Each member keeps its own scaler and context length; only the feature set must match, because the
-members read one panel. The default range is the test range the members share (from their metadata),
-so the ensemble is scored on bars none of them trained on or was selected on; a range that reaches
-into a member's training or validation bars is reported, with a warning, as in-sample.
+Each member keeps its own scaler, context length and data settings: its features are built with its own
+data config (forecast backend actually used, forecast context, mode, model), because a member fed another
+forecaster's numbers under the same feature names trades on inputs it never saw. The feature names must
+match, and the members are scored on the dates every member's panel has. The default range is the test
+range the members share (from their metadata), so the ensemble is scored on bars none of them trained on
+or was selected on; a range that reaches into a member's training or validation bars is reported, with a
+warning, as in-sample.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class Member:
 
 
 def load_members(paths: Sequence[str | Path], device: torch.device | str = "cpu") -> list[Member]:
-    """Open each run; refuse a member whose feature set differs from the first one's."""
+    """Open each run; refuse a member whose feature names differ from the first one's."""
     if len(paths) < 2:
         raise UserError("ensemble: give at least two runs with --models RUN1 RUN2 ...")
     members: list[Member] = []
@@ -78,10 +81,6 @@ def load_members(paths: Sequence[str | Path], device: torch.device | str = "cpu"
             diff = sorted(set(ours) ^ set(theirs)) or ["same names in another order"]
             raise UserError(f"ensemble: {member.run.path} uses a different feature set from {first.run.path} "
                             f"({', '.join(diff[:6])}); members must share their features")
-        a, b = _forecast_used(first.run), _forecast_used(member.run)
-        if a != b:
-            raise UserError(f"ensemble: {member.run.path} uses forecast features from {b}, {first.run.path} "
-                            f"from {a}; members must share their features")
     return members
 
 
@@ -143,16 +142,16 @@ def member_positions(member: Member, panel: Panel, symbol: int, decisions: range
     return model_positions(member.model, x, panel, symbol, decisions, member.run.config)
 
 
-def panel_config(members: list[Member], symbol: str, out: Optional[Path], source: Optional[str],
+def panel_config(member: Member, symbol: str, out: Optional[Path], source: Optional[str],
                  data_dir: Optional[Path]) -> Config:
-    """The first member's data settings (so features match training), with the data options applied.
+    """The member's own data settings (so its features are the ones it trained on), with the data options applied.
 
     data.end is cleared: --end selects decisions after featurising, it does not cut bars (as in backtest).
     """
     from hftraining.backtest import _output_root
 
-    cfg = members[0].run.config.model_copy(deep=True)
-    cfg.data.forecast_backend = _forecast_used(members[0].run)    # the features the weights learned from
+    cfg = member.run.config.model_copy(deep=True)
+    cfg.data.forecast_backend = _forecast_used(member.run)        # the features the weights learned from
     cfg.data.symbols = [symbol]
     cfg.data.end = None
     if data_dir is not None:
@@ -160,8 +159,35 @@ def panel_config(members: list[Member], symbol: str, out: Optional[Path], source
         cfg.data.source = source or "csv"
     elif source is not None:
         cfg.data.source = source
-    cfg.paths.root = str(_output_root(members[0].run.path, out, cfg))
+    cfg.paths.root = str(_output_root(member.run.path, out, cfg))
     return cfg
+
+
+def member_panels(members: list[Member], symbol: str, out: Optional[Path], source: Optional[str],
+                  data_dir: Optional[Path], progress: bool = False) -> tuple[list[Panel], Panel]:
+    """Each member's panel from its own data config (built once per distinct config), and the reference
+    panel: the one starting last, whose dates every other panel must hold (forecast warm-ups differ)."""
+    built: dict[str, Panel] = {}
+    panels = []
+    for m in members:
+        cfg = panel_config(m, symbol, out, source, data_dir)
+        key = cfg.data.model_dump_json()
+        if key not in built:
+            built[key] = build_panel([symbol], cfg, Path(cfg.paths.root), progress=progress,
+                                     min_bars=m.model.context_length + 2)
+        panels.append(built[key])
+    reference = max(panels, key=lambda p: p.dates[0])
+    for m, panel in zip(members, panels, strict=True):
+        if not np.isin(reference.dates, panel.dates).all():
+            raise UserError(f"ensemble: {m.run.path}'s data for {symbol} lacks some dates the other members have; "
+                            "ensemble runs trained on the same bars")
+    return panels, reference
+
+
+def on_panel(panel: Panel, reference: Panel, decisions: range) -> range:
+    """The reference panel's decision bars as indices of another panel holding the same dates."""
+    start = int(np.searchsorted(panel.dates, reference.dates[decisions.start]))
+    return range(start, start + len(decisions))
 
 
 @dataclass
@@ -181,9 +207,8 @@ def run_ensemble(models: Sequence[str | Path], stock: Optional[str] = None, star
 
     members = load_members(models, resolve_device(device))
     symbol = normalize_symbol(stock or members[0].run.metadata.get("symbols", [None])[0] or "")
-    cfg = panel_config(members, symbol, out, source, data_dir)
-    context = max(m.model.context_length for m in members)
-    panel = build_panel([symbol], cfg, Path(cfg.paths.root), progress=progress, min_bars=context + 2)
+    cfg = panel_config(members[0], symbol, out, source, data_dir)        # costs, periods, output root
+    panels, panel = member_panels(members, symbol, out, source, data_dir, progress)
     decisions, origin = decision_range(panel, members, start, end)
     s = panel.symbol_index(symbol)
     inside = in_sample_members(panel, members, decisions)
@@ -194,7 +219,8 @@ def run_ensemble(models: Sequence[str | Path], stock: Optional[str] = None, star
     from hftraining.backtest import evaluate_and_report
 
     tracker, ppy = cfg.tracker, cfg.data.periods_per_year
-    per_member = {m.name: member_positions(m, panel, s, decisions) for m in members}
+    per_member = {m.name: member_positions(m, own, s, on_panel(own, panel, decisions))
+                  for m, own in zip(members, panels, strict=True)}
     member_sims = {name: simulate(panel, s, decisions, pos, tracker, ppy) for name, pos in per_member.items()}
     run_id = new_run_id("ensemble-")
     report_dir = Layout.at(cfg.paths.root).report(run_id)

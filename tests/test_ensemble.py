@@ -92,3 +92,21 @@ def test_cli_ensemble(runs, capsys):
     assert (root / "reports" / summary["ensemble_run"] / "metrics.json").is_file()
     assert main(["ensemble", "--models", str(paths[0]), str(root / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_members_with_other_forecast_settings_are_fed_their_own_features(tmp_path):
+    """A member trained on 96-bar forecast windows must not be scored on the 32-bar features of another."""
+    from hftraining.backtest import backtest_model
+
+    paths = [make_run(tiny_config(tmp_path, overrides=["data.forecast_backend=statistical",
+                                                       f"data.forecast_context_length={length}"]),
+                      seed=seed, run_name=f"fc{length}") for seed, length in ((1, 32), (2, 96))]
+    result = run_ensemble(paths, "DEMO", out=tmp_path)
+    frame = pd.read_csv(result.report_dir / "test_returns.csv", index_col="date", float_precision="round_trip")
+    own = []                                         # each member's own backtest over the same dates
+    for path in paths:
+        bt = backtest_model(path, frame.index[0], frame.index[-1], "DEMO", out=tmp_path, html=False)
+        own.append(pd.read_csv(bt.report_dir / "test_returns.csv", index_col="date",
+                               float_precision="round_trip")["position"].reindex(frame.index).to_numpy())
+    assert not np.isnan(own).any() and not np.allclose(own[0], own[1])
+    np.testing.assert_allclose(frame["position"], np.mean(own, axis=0), rtol=0, atol=1e-9)
