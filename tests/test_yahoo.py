@@ -381,3 +381,15 @@ def test_several_bad_symbols_are_listed_before_the_run_stops(monkeypatch, tmp_pa
     with caplog.at_level(logging.WARNING, logger="hftraining"), pytest.raises(UserError, match=stop):
         featurise_universe(["AAA", "NOPE", "NADA"], cfg, tmp_path, progress=False)
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["bad symbol NOPE", "bad symbol NADA"]
+
+
+def test_downloaded_bars_equal_the_cache_read_back_bit_for_bit(monkeypatch, tmp_path):
+    """The downloading process (rank 0) and every reader of the cache (other ranks, later runs) see the same bits."""
+    fake = install(monkeypatch, FakeDownload({"AAPL": history("2021-01-04", 300)}))
+    first = load_bars("AAPL", yahoo_config(end="2021-06-30"), tmp_path)          # downloaded now
+    again = load_bars("AAPL", yahoo_config(end="2021-06-30"), tmp_path)          # from the cache
+    pd.testing.assert_frame_equal(first, again, check_exact=True)
+    topped = load_bars("AAPL", yahoo_config(end="2021-12-31"), tmp_path)         # a top-up, then the cache
+    pd.testing.assert_frame_equal(topped, load_bars("AAPL", yahoo_config(end="2021-12-31"), tmp_path),
+                                  check_exact=True)
+    assert len(fake.calls) == 2

@@ -228,7 +228,8 @@ def _read_cache(path: Path, symbol: str) -> tuple[pd.DataFrame, date]:
 
 
 def _write_cache(path: Path, bars: pd.DataFrame, symbol: str, interval: str, checked_through: date) -> None:
-    atomic.atomic_write(path, lambda tmp: bars.to_csv(tmp, index_label="date"))
+    # 17 significant digits: what is written is the float64 itself, not a rounded copy
+    atomic.atomic_write(path, lambda tmp: bars.to_csv(tmp, index_label="date", float_format="%.17g"))
     atomic.write_json(path.with_suffix(".json"), {
         "symbol": symbol, "interval": interval, "checked_through": checked_through.isoformat(),
         "updated": datetime.now().isoformat(timespec="seconds")})
@@ -303,7 +304,9 @@ def fetch_yahoo(symbols: list[str], data: DataConfig, raw_cache: Path
             failed[symbol] = result
             return
         _write_cache(paths[symbol], result, symbol, data.interval, wanted_through)
-        loaded[symbol] = _label(result, paths[symbol])
+        # the bars as the cache gives them back (CSV parsing rounds in the last bit): the process that
+        # downloaded trains on exactly what every other rank and every later run reads
+        loaded[symbol] = _label(_read_cache(paths[symbol], symbol)[0], paths[symbol])
 
     for symbol, result in download_many(whole, data.interval, None, end_exclusive).items():
         store(symbol, result)
