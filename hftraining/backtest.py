@@ -26,6 +26,7 @@ from hftraining import checkpoint as ckpt
 from hftraining.baselines import single_asset_baselines
 from hftraining.config import Config, TrackerConfig, apply_overrides, parse_yaml, validate
 from hftraining.data.panel import Panel
+from hftraining.deflated import deflated
 from hftraining.errors import UserError
 from hftraining.evaluation import Simulation, simulate
 from hftraining.layout import Layout, new_run_id, normalize_symbol
@@ -85,6 +86,8 @@ def evaluate_and_report(report_dir: Path, panel: Panel, symbol: int, decisions: 
     analysis = {"significance": significance_summary(net, n_trials, sharpes, ppy, seed=config.training.seed),
                 "cost_sensitivity": costs, "cost_per_turnover": current_bps / 1e4,
                 "sigma_target": config.profit.sigma_target}
+    if trials:                  # with where N came from, so every rewrite of the report can count again
+        analysis["significance"]["deflated"] = deflated(trials, net, sim.metrics["sharpe_ratio"], ppy)
     if "oracle" in baselines:
         analysis["edge_captured"] = edge_captured(sim.metrics["sharpe_ratio"],
                                                   baselines["oracle"].metrics["sharpe_ratio"])

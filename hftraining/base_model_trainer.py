@@ -19,10 +19,11 @@ import torch
 
 from hftraining import atomic, distributed
 from hftraining import checkpoint as ckpt
+from hftraining.baselines import single_asset_baselines
 from hftraining.config import Config
 from hftraining.data.panel import fingerprint, symbol_slice
 from hftraining.errors import UserError
-from hftraining.evaluation import Simulation, average_metrics, buy_and_hold, model_positions, simulate
+from hftraining.evaluation import Simulation, average_metrics, model_positions, simulate
 from hftraining.finetune import (
     FinetuneRun,
     base_run_dir,
@@ -32,13 +33,14 @@ from hftraining.finetune import (
 )
 from hftraining.layout import Layout, claim_run_dir, new_run_id, parse_symbols
 from hftraining.report import format_table, write_test_report
+from hftraining.significance import probabilistic_sharpe_ratio
 from hftraining.train_with_profit import Prepared, prepare, run_metadata, write_report_html
 from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
 
 log = logging.getLogger("hftraining")
 
 # Order of the strategies in the report; `finetuned` is the product, the rest are its comparisons.
-STRATEGIES = ["finetuned", "base", "single", "buy_and_hold"]
+STRATEGIES = ["finetuned", "base", "single", "buy_and_hold", "momentum", "oracle"]
 
 
 # --- base stage --------------------------------------------------------------------------------
@@ -90,6 +92,11 @@ def train_base(symbols: list[str], config: Config, steps: int | None = None, run
         ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
                              steps_done=result.steps_done, stopped_early=result.stopped_early,
                              device=result.device, validation=result.best_metrics)
+        from hftraining.trials import register_trial
+
+        for symbol in prepared.panel.symbols:   # a try on each stock; a comparison later adds its test Sharpe
+            register_trial(layout.root, f"{run_id}/base/{symbol}", "base", [symbol],
+                           result.best_metrics.get("sharpe_ratio"), None, run_dir=str(run_dir))
     return BaseRun(run_id, run_dir, result.best_path, tb_dir, result.model, result, prepared)
 
 
@@ -106,7 +113,8 @@ def ragged_summary(prepared: Prepared) -> dict:
 
 def simulate_test_range(models: dict[str, torch.nn.Module], prepared: Prepared,
                         config: Config) -> dict[str, Simulation]:
-    """Every model and buy-and-hold on the same test bars of a one-symbol panel, with the same costs."""
+    """Every model and the baselines (buy-and-hold, momentum, the oracle on synthetic data) on the same test
+    bars of a one-symbol panel, with the same costs."""
     panel, splits = prepared.panel, prepared.splits
     x = torch.from_numpy(prepared.scaler.transform(panel))
     ppy = config.data.periods_per_year
@@ -114,7 +122,9 @@ def simulate_test_range(models: dict[str, torch.nn.Module], prepared: Prepared,
     for name, model in models.items():
         positions = model_positions(model, x.to(next(model.parameters()).device), panel, 0, splits.test, config)
         sims[name] = simulate(panel, 0, splits.test, positions, config.tracker, ppy)
-    sims["buy_and_hold"] = buy_and_hold(panel, 0, splits.test, config.tracker, ppy)
+    sims.update(single_asset_baselines(panel, 0, splits.test, config.tracker, ppy, config))
+    for sim in sims.values():
+        sim.metrics["psr"] = probabilistic_sharpe_ratio(sim.frame["net_return"].to_numpy(), 0.0, ppy)
     return sims
 
 
@@ -129,9 +139,11 @@ def write_comparison(report_dir: Path, sims_by_symbol: dict[str, dict[str, Simul
     for symbol, sims in sims_by_symbol.items():
         names = [n for n in STRATEGIES if n in sims]
         lead, others = names[0], {n: sims[n] for n in names[1:]}
-        summary = write_test_report(report_dir, sims[lead], others, {**info, "model_name": lead,
-                                                                    "runs": runs.get(symbol, {})},
-                                    prefix=f"{symbol}_")
+        extra = {"model_name": lead, "runs": runs.get(symbol, {})}
+        if trials_root is not None:             # PSR, DSR and bootstrap interval of the leading model
+            extra["significance"] = lead_significance(sims[lead], trials_root, f"{info['run_id']}/{lead}/{symbol}",
+                                                      symbol, lead in new_models, info["periods_per_year"])
+        summary = write_test_report(report_dir, sims[lead], others, {**info, **extra}, prefix=f"{symbol}_")
         stocks[symbol] = {"test_start": summary["test_start"], "test_end": summary["test_end"],
                           "test_bars": summary["test_bars"], "runs": runs.get(symbol, {}),
                           "strategies": {lead: summary["model"], **summary["baselines"]}}
@@ -154,6 +166,20 @@ def write_comparison(report_dir: Path, sims_by_symbol: dict[str, dict[str, Simul
     return report
 
 
+def lead_significance(sim: Simulation, root: Path, trial_id: str, symbol: str, new: bool, ppy: int) -> dict:
+    """Significance of a comparison's leading model, its DSR counting the trials of this stock under `root`."""
+    from hftraining.deflated import deflated
+    from hftraining.significance import significance_summary
+    from hftraining.trials import TrialScope
+
+    net = sim.frame["net_return"].to_numpy()
+    scope = TrialScope(Path(root), [symbol], run_id=trial_id, new_trial=new)
+    n_trials, sharpes = scope.stats(sim.metrics["sharpe_ratio"])
+    out = significance_summary(net, n_trials, sharpes, ppy)
+    out["deflated"] = deflated(scope, net, sim.metrics["sharpe_ratio"], ppy)
+    return out
+
+
 def format_report(report: dict) -> str:
     """The printed table: one block per stock, then the average over stocks."""
     blocks = []
@@ -169,6 +195,7 @@ def format_report(report: dict) -> str:
 def report_info(run_id: str, config: Config, prepared: Prepared) -> dict:
     panel = prepared.panel
     return {"run_id": run_id, "cost_per_turnover": config.tracker.commission + config.tracker.slippage,
+            "periods_per_year": config.data.periods_per_year,
             "synthetic": any(src == "synthetic" for src in panel.data_source.values()),
             "forecast_backend": {s: panel.forecast.get(s, {}).get("backend", "none") for s in panel.symbols}}
 

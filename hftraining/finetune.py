@@ -275,5 +275,9 @@ def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, 
         meta = ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
                                     steps_done=result.steps_done, stopped_early=result.stopped_early,
                                     device=result.device, validation=result.best_metrics, **choice)
+        from hftraining.trials import register_trial
+
+        register_trial(layout.root, f"{run_id}/finetuned/{symbol}", "finetuned", [symbol],   # a comparison adds
+                       result.best_metrics.get("sharpe_ratio"), None, run_dir=str(run_dir))  # its test Sharpe
     return FinetuneRun(symbol, run_id, run_dir, result.best_path, tb_dir, result.model, base_model, result,
                        prepared, config, meta)

@@ -385,7 +385,9 @@ def significance_section(sig: dict | None) -> str:
              f"included; {sig.get('n_bars', '–')} bars). DSR tests against SR0 = {_fmt(dsr.get('sr0'))}, the "
              f"Sharpe the best of {dsr.get('n_trials', '–')} worthless trials would show by luck "
              f"({html.escape(str(dsr.get('variance_source', '')))}; trial Sharpe std "
-             f"{_fmt(dsr.get('trial_sharpe_std'), 'plain')}). Interval: {html.escape(str(boot.get('method', '')))}, "
+             f"{_fmt(dsr.get('trial_sharpe_std'), 'plain')}). "
+             f"{html.escape('N: ' + dsr['n_trials_source'] + '. ') if dsr.get('n_trials_source') else ''}"
+             f"Interval: {html.escape(str(boot.get('method', '')))}, "
              f"{boot.get('n_boot', '–')} resamples, mean block {boot.get('mean_block', '–')} bars, seeded.")
     return f'<div class="grid">{stats}</div><p class="small">{notes}</p>'
 
@@ -538,7 +540,10 @@ def render_report(report_dir: Path, run_dir: Path | None = None, tensorboard_dir
 
 def write_html_report(report_dir: Path, run_dir: Path | None = None,
                       tensorboard_dir: Path | None = None) -> Path:
-    """Render and write `report_dir/report.html` atomically; returns its path."""
+    """Recount the Deflated Sharpe's trials, then render and write `report_dir/report.html` atomically."""
+    from hftraining.deflated import refresh_report
+
+    refresh_report(Path(report_dir))
     page = render_report(Path(report_dir), run_dir, tensorboard_dir)
     return atomic.write_text(Path(report_dir) / REPORT, page)
 

@@ -31,6 +31,7 @@ from hftraining.backtest import (
     print_backtest_table,
 )
 from hftraining.data.panel import build_panel
+from hftraining.deflated import deflated
 from hftraining.layout import Layout, new_run_id
 from hftraining.portfolio import (
     TABLE_KEYS,
@@ -149,12 +150,13 @@ def significance_and_costs(sim: PortfolioSim, others: dict[str, PortfolioSim], r
     """
     for book in [sim, *others.values()]:
         book.metrics["psr"] = probabilistic_sharpe_ratio(book.net_returns, 0.0, ppy)
-    n_trials, sharpes = trials.stats()
+    n_trials, sharpes = trials.stats(sim.metrics["sharpe_ratio"])      # its own Sharpe is one of the trials'
     offsets = np.flatnonzero(sim.rebalance)
     costs = cost_sensitivity(lambda bps: simulate_portfolio(returns, offsets, sim.targets, bps / 1e4, ppy).net_returns,
                              sorted({*DEFAULT_COSTS_BPS, round(cost * 1e4, 6)}), ppy)
-    return {"significance": significance_summary(sim.net_returns, n_trials, sharpes, ppy, seed=seed),
-            "cost_sensitivity": costs, "cost_per_turnover": cost}
+    significance = significance_summary(sim.net_returns, n_trials, sharpes, ppy, seed=seed)
+    significance["deflated"] = deflated(trials, sim.net_returns, sim.metrics["sharpe_ratio"], ppy)
+    return {"significance": significance, "cost_sensitivity": costs, "cost_per_turnover": cost}
 
 
 def print_portfolio_backtest(result: PortfolioBacktest, console=None) -> None:

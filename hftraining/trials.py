@@ -120,8 +120,29 @@ class TrialScope:
     new_trial: bool = True
 
     def stats(self, sharpe: float | None = None) -> tuple[int, list[float]]:
-        """(number of trials, their annualised test Sharpes) for the Deflated Sharpe ratio."""
+        """(number of trials, their annualised test Sharpes) for the Deflated Sharpe ratio.
+
+        The result itself is always one of the trials: a new trial with `sharpe`, an existing run with
+        its registered test Sharpe (or `sharpe` when it was trained under another output root).
+        """
         records = read_trials(self.root, self.symbols)
         others = [r.get("test_sharpe") for r in records if r["run_id"] != self.run_id]
-        mine = [sharpe] if self.new_trial else [r.get("test_sharpe") for r in records if r["run_id"] == self.run_id]
+        registered = [r.get("test_sharpe") for r in records if r["run_id"] == self.run_id]
+        mine = registered if registered and not self.new_trial else [sharpe]
         return len(others) + 1, [s for s in map(_number, others + mine) if s is not None]
+
+    def describe(self) -> dict:
+        """What a report stores so the count can be redone when it is rewritten (the root is where it lives)."""
+        return {"symbols": sorted(normalize_symbol(s) for s in self.symbols), "run_id": self.run_id,
+                "new_trial": self.new_trial}
+
+    def source(self, n_trials: int) -> str:
+        """Where N came from, in words, for the report."""
+        records = [r for r in read_trials(self.root, self.symbols) if r["run_id"] != self.run_id]
+        kinds: dict[str, int] = {}
+        for r in records:
+            kinds[str(r.get("kind"))] = kinds.get(str(r.get("kind")), 0) + 1
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+        return (f"{len(records)} other trial(s) of {'+'.join(self.describe()['symbols'])} in {trials_path(self.root)}"
+                f"{f' ({listed})' if listed else ''} plus this {'run' if self.new_trial else 'model'}, "
+                f"counted {time.strftime('%Y-%m-%d %H:%M:%S')}: N = {n_trials}")

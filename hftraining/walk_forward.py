@@ -237,6 +237,7 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
         run_prepared,
         write_portfolio_report,
     )
+    from hftraining.portfolio_backtest import significance_and_costs
     from hftraining.portfolio_sim import baselines, rebalance_offsets, simulate_portfolio
 
     check_options(retrain_every, window)
@@ -279,7 +280,14 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
     info = {"run_id": group_id, "kind": "walk_forward_portfolio", "symbols": symbols, "folds": len(folds),
             "window": window, "retrain_every": step, "rebalance_every": every, "cost_per_turnover": cost,
             "synthetic": synthetic, "fold_runs": [str(r.run_dir) for r in runs]}
+    # the stitched book is one trial (its folds are parts of it, not competing tries)
+    info.update(significance_and_costs(sim, others, returns[stitched.start:stitched.stop], cost, ppy,
+                                       TrialScope(config.paths.root, symbols, run_id=group_id), config.training.seed))
     report = write_portfolio_report(report_dir, panel, stitched, symbols, Evaluation(sim, targets, 0.0), others, info)
+    val_sharpes = [r.fit.best_metrics.get("sharpe_ratio") for r in runs
+                   if r.fit.best_metrics.get("sharpe_ratio") is not None]
+    register_trial(config.paths.root, group_id, "walk_forward_portfolio", symbols,
+                   float(np.mean(val_sharpes)) if val_sharpes else None, report["model"].get("sharpe_ratio"))
     fold_rows = [{"fold": fold.index, "run_id": run.summary["run_id"], "run_dir": str(run.run_dir),
                   "train": _span(panel, fold.train), "val": _span(panel, fold.val), "test": _span(panel, fold.test),
                   "best_step": run.fit.best_step, "validation": _clean(run.fit.best_metrics),

@@ -28,6 +28,7 @@ TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 SMALL = ["--set", "data.forecast_backend=none", "--set", "data.synthetic_bars=400"]
 RUN = "t1"
 STOCKS = ["AAA", "BBB", "CCC"]
+BASELINES = {"buy_and_hold", "momentum", "oracle"}        # the oracle: synthetic markets only
 
 
 class RecordingAdamW(torch.optim.AdamW):
@@ -137,12 +138,17 @@ def test_report(pipeline):
     spans = {(v["test_start"], v["test_end"], v["test_bars"]) for v in report["stocks"].values()}
     assert len(spans) == 1                                       # every stock on the same test bars
     for symbol, stock in report["stocks"].items():
-        assert set(stock["strategies"]) == {"finetuned", "base", "buy_and_hold"}
+        assert set(stock["strategies"]) == {"finetuned", "base", *BASELINES}
         returns = pd.read_csv(pipeline["root"] / "reports" / RUN / f"{symbol}_test_returns.csv")
         total = float(np.prod(1 + returns["net_return"]) - 1)
         assert stock["strategies"]["finetuned"]["total_return"] == pytest.approx(total, abs=1e-9)
         assert stock["strategies"]["buy_and_hold"]["trade_count"] == 1
-    assert set(report["average"]) == {"finetuned", "base", "buy_and_hold"}
+        assert all(0 <= row["psr"] <= 1 for row in stock["strategies"].values() if row.get("psr") is not None)
+        metrics = json.loads((pipeline["root"] / "reports" / RUN / f"{symbol}_metrics.json").read_text())
+        dsr = metrics["significance"]["deflated"]                # the base and the fine-tune of this stock
+        assert metrics["significance"]["psr"] is not None and dsr["n_trials"] == 2, dsr
+        assert "N = 2" in dsr["n_trials_source"] and "trials.jsonl" in dsr["n_trials_source"]
+    assert set(report["average"]) == {"finetuned", "base", *BASELINES}
     table = pipeline["stderr"]
     for symbol in STOCKS:
         assert f"{symbol} (SYNTHETIC market): test" in table
@@ -201,7 +207,7 @@ def test_finetune_later_on_a_symbol_the_base_never_saw(pipeline, capsys):
     assert meta["steps_done"] == 3
     base_meta = ckpt.read_json(base_dir / "metadata.json")
     assert meta["splits"]["test"] == base_meta["splits"]["test"]
-    assert set(summary["test"]) == {"finetuned", "base", "buy_and_hold"}
+    assert set(summary["test"]) == {"finetuned", "base", *BASELINES}
     assert (Path(summary["report_dir"]) / "report.json").is_file()
     assert "never saw this symbol" in captured.err
 
@@ -214,7 +220,7 @@ def test_no_finetune_with_single_from_scratch(tmp_path, capsys):
     assert not (tmp_path / "models" / "finetuned" / "AAA" / "r").exists()
     assert (tmp_path / "models" / "finetuned" / "AAA" / "r-scratch" / "model.safetensors").is_file()
     report = json.loads((tmp_path / "reports" / "r" / "report.json").read_text())
-    assert set(report["stocks"]["BBB"]["strategies"]) == {"base", "single", "buy_and_hold"}
+    assert set(report["stocks"]["BBB"]["strategies"]) == {"base", "single", *BASELINES}
 
 
 def test_python_api(tmp_path):

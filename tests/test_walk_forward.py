@@ -134,7 +134,15 @@ def test_cli_portfolio_walk_forward_stitches_one_book(tmp_path, capsys):
     assert doc["stitched"]["bars"] == sum(f["test"]["bars"] for f in doc["folds"])
     for fold in doc["folds"]:
         assert fold["train"]["end"] < fold["val"]["start"] <= fold["val"]["end"] < fold["test"]["start"]
-    assert {"equal_weight", "min_variance"} <= set(json.loads((report / "metrics.json").read_text())["baselines"])
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert {"equal_weight", "min_variance"} <= set(metrics["baselines"])
+    # the stitched book is one registered trial, with significance like any portfolio run
+    from hftraining.trials import read_trials
+
+    trials = [r for r in read_trials(tmp_path, ["AAA", "BBB"]) if r["kind"] == "walk_forward_portfolio"]
+    assert [r["run_id"] for r in trials] == [summary["group_id"]]
+    assert trials[0]["test_sharpe"] == pytest.approx(metrics["model"]["sharpe_ratio"])
+    assert metrics["significance"]["deflated"]["n_trials"] == 1
     # the first fold's bars trade exactly as that fold's own test run did (both start from cash)
     stitched = pd.read_csv(report / "test_returns.csv")
     first = pd.read_csv(tmp_path / "reports" / doc["folds"][0]["run_id"] / "test_returns.csv")
