@@ -87,6 +87,13 @@ def buy_and_hold(panel: Panel, symbol: int, decisions: range, tracker: TrackerCo
 
 
 def average_metrics(per_symbol: dict[str, dict], keys: Optional[list[str]] = None) -> dict:
+    """Mean of each numeric metric over the symbols where it is defined; None where it is defined for none
+    (a win rate with no closed trade is undefined, not 0, so it must not drag the mean down)."""
     keys = keys or list(next(iter(per_symbol.values())).keys())
-    return {k: float(np.mean([m[k] for m in per_symbol.values()])) for k in keys
-            if all(isinstance(m.get(k), (int, float)) for m in per_symbol.values())}
+    out = {}
+    for k in keys:
+        values = [m.get(k) for m in per_symbol.values()]
+        if all(v is None or isinstance(v, (int, float)) for v in values):
+            defined = [v for v in values if v is not None]
+            out[k] = float(np.mean(defined)) if defined else None
+    return out

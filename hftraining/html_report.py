@@ -283,6 +283,7 @@ TABLE_COLUMNS = [("total_return", "Total return", "pct"), ("cagr", "CAGR", "pct"
                  ("sharpe_ratio", "Sharpe", "num"), ("psr", "PSR (SR&gt;0)", "pct0"),
                  ("sortino", "Sortino", "num"), ("max_drawdown", "Max drawdown", "pct"),
                  ("volatility", "Volatility", "pct"), ("win_rate", "Win rate", "pct0"),
+                 ("period_win_rate", "Period win rate", "pct0"),
                  ("trade_count", "Trades", "int"), ("turnover", "Turnover / bar", "num3"),
                  ("exposure", "Exposure", "pct0"), ("mean_abs_position", "Mean |position|", "plain"),
                  ("total_return_at_target", "Total return at target vol", "pct"),
@@ -321,12 +322,14 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def metrics_table(rows: dict[str, dict]) -> str:
-    head = "".join(f"<th>{title}</th>" for _, title, _ in TABLE_COLUMNS)
+    """Strategies by metrics; a metric no row has is left out, an undefined one (None) reads n/a."""
+    columns = [c for c in TABLE_COLUMNS if any(c[0] in values for values in rows.values())]
+    head = "".join(f"<th>{title}</th>" for _, title, _ in columns)
     body = []
     for name, values in rows.items():
         cells = "".join(f"<td{_sign_class(values.get(key), kind) if key in COLORED else ''}>"
-                        f"{_fmt(values.get(key), kind)}</td>"
-                        for key, _, kind in TABLE_COLUMNS)
+                        f"{'n/a' if key in values and values[key] is None else _fmt(values.get(key), kind)}</td>"
+                        for key, _, kind in columns)
         css = ' class="model"' if name == "model" else ""
         body.append(f"<tr{css}><td>{html.escape(_label(name))}</td>{cells}</tr>")
     return f"<table><tr><th>Strategy</th>{head}</tr>{''.join(body)}</table>"

@@ -10,6 +10,12 @@ logged or compared metric never poisons a checkpoint choice:
 - sortino_ratio: 0.0 when no bar lost money (quantstats: nan).
 - calmar: 0.0 when there was no drawdown (quantstats: inf).
 - cagr: -1.0 when the compounded wealth ends at or below zero (quantstats: nan below zero).
+- win_rate: None (undefined; null in JSON, "n/a" in tables, never logged or averaged) when no trade
+  closed: buy-and-hold has no win rate, not a win rate of 0.
+
+Trades and positions smaller than MIN_TRADE (a fraction of equity) are jitter: they pay their cost and
+earn their return, but do not count as a trade (trade_count), a held bar (exposure, hit_rate) or a trade
+opened or closed (win_rate), so 1e-9 of numerical noise does not turn buy-and-hold's one trade into nine.
 
 Alignment: `r[t]` is the return earned by `positions[t]` (decided at the close of bar t, held to
 the close of bar t+1), as produced by hftraining.tracker. Inputs must be finite.
@@ -22,6 +28,7 @@ from typing import Any
 import numpy as np
 
 PERIODS_PER_YEAR = 252
+MIN_TRADE = 1e-6    # smallest |position| or |position change| (fraction of equity) that counts; see above
 
 
 def _as_returns(r) -> np.ndarray:
@@ -119,7 +126,7 @@ def hit_rate(r, positions=None) -> float:
     held, which is quantstats' `win_rate` convention.
     """
     r = _as_returns(r)
-    held = r != 0.0 if positions is None else np.asarray(positions).reshape(-1) != 0.0
+    held = r != 0.0 if positions is None else np.abs(np.asarray(positions, dtype=np.float64).reshape(-1)) > MIN_TRADE
     n_held = int(np.count_nonzero(held))
     if n_held == 0:
         return 0.0
@@ -138,11 +145,12 @@ def trade_spans(positions, breaks=None) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends): trade k holds positions[starts[k] .. ends[k]] (inclusive).
 
     A trade opens when the position becomes non-zero or flips sign, and closes at the last bar
-    before it goes flat or flips, or at the last bar. A resize with the same sign stays in the
-    trade. `breaks[t]` (optional) marks a position closed during bar t's holding interval (a stop
-    or take-profit), so bar t ends its trade and a position at t+1 opens a new one.
+    before it goes flat or flips, or at the last bar (|position| <= MIN_TRADE is flat). A resize with
+    the same sign stays in the trade. `breaks[t]` (optional) marks a position closed during bar t's
+    holding interval (a stop or take-profit), so bar t ends its trade and a position at t+1 opens a new one.
     """
-    sign = np.sign(_as_returns(positions))
+    p = _as_returns(positions)
+    sign = np.where(np.abs(p) > MIN_TRADE, np.sign(p), 0.0)
     held = sign != 0.0
     after = sign if breaks is None else np.where(breaks, 0.0, sign)
     opens = np.empty(sign.size, dtype=bool)  # held and a different sign than after the last bar
@@ -181,13 +189,13 @@ def trade_stats(positions, asset_returns, cost: float = 0.0) -> dict[str, Any]:
     opens = np.zeros(p.size, dtype=bool)
     opens[starts] = True
     own_cost = np.where(opens, np.abs(p), traded) * cost
-    factors = np.where(p != 0.0, 1.0 + p * ret - own_cost, 1.0)
+    factors = np.where(np.abs(p) > MIN_TRADE, 1.0 + p * ret - own_cost, 1.0)
     growth = span_products(factors, starts)
     closed = ends < p.size - 1
     growth = np.where(closed, growth * (1.0 - cost * np.abs(p[ends])), growth)
     trade_returns = growth - 1.0
     return {
-        "trade_count": int(np.count_nonzero(traded)),
+        "trade_count": int(np.count_nonzero(traded > MIN_TRADE)),
         "closed_trades": int(np.count_nonzero(closed)),
         "win_rate": win_rate(trade_returns[closed]),
         "avg_trade_return": float(trade_returns[closed].mean()) if closed.any() else 0.0,
@@ -196,10 +204,10 @@ def trade_stats(positions, asset_returns, cost: float = 0.0) -> dict[str, Any]:
     }
 
 
-def win_rate(closed_trade_returns) -> float:
-    """Winning closed trades / closed trades (0.0 when none closed)."""
+def win_rate(closed_trade_returns) -> float | None:
+    """Winning closed trades / closed trades; None (undefined) when no trade closed."""
     x = _as_returns(closed_trade_returns)
-    return float(np.count_nonzero(x > 0.0) / x.size) if x.size else 0.0
+    return float(np.count_nonzero(x > 0.0) / x.size) if x.size else None
 
 
 def _closed_trade_returns(trades) -> np.ndarray:
@@ -217,8 +225,9 @@ def summarize(net_returns, positions=None, trades=None, periods_per_year: int = 
 
     `positions[t]` is the position that earned `net_returns[t]`; `trades` is the tracker's trade
     table (or an array of closed-trade returns). Turnover is the mean traded fraction of equity per
-    bar and trade_count the number of bars that trade; both come from the positions unless the
-    caller (the tracker, which also sees stop exits) passes them. Exposure = share of bars held.
+    bar and trade_count the number of bars that trade more than MIN_TRADE; both come from the positions
+    unless the caller (the tracker, which also sees stop exits) passes them. Exposure = share of bars
+    holding more than MIN_TRADE. win_rate is None when no trade closed.
     """
     r = _as_returns(net_returns)
     if positions is None:
@@ -232,11 +241,11 @@ def summarize(net_returns, positions=None, trades=None, periods_per_year: int = 
         if turnover is None:
             turnover = float(traded.mean()) if n else 0.0
         if trade_count is None:
-            trade_count = int(np.count_nonzero(traded))
+            trade_count = int(np.count_nonzero(traded > MIN_TRADE))
     equity = equity_curve(r)  # compounded once, shared by total return, drawdown, CAGR and Calmar
     growth = _cagr_of(float(equity[-1]), n, periods_per_year)
     drawdown = _drawdown_of(equity)
-    held = p != 0.0
+    held = np.abs(p) > MIN_TRADE
     n_held = int(np.count_nonzero(held))
     return {
         "total_return": float(equity[-1] - 1.0),
@@ -249,7 +258,7 @@ def summarize(net_returns, positions=None, trades=None, periods_per_year: int = 
         "exposure": n_held / n if n else 0.0,
         "cagr": growth,
         "calmar": _calmar_of(growth, drawdown),
-        "hit_rate": hit_rate(r, held),
+        "hit_rate": hit_rate(r, p),
         "volatility": volatility(r, periods_per_year),
         "n_bars": int(n),
     }

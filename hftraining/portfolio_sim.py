@@ -10,10 +10,12 @@ Between rebalances w_{t+1,i} = w_t,i (1 + r_t,i) / (1 + sum_j w_t,j r_t,j); cash
 earns nothing. The book starts in cash (the first rebalance pays for buying in) and the last bar is
 marked with no exit cost, as in the tracker.
 
-Portfolio meaning of the trade metrics: trade_count = rebalances that trade (turnover > 0);
-win_rate = share of rebalance periods (rebalance bar to the bar before the next) whose compounded
-net return is positive; rebal_turnover = mean traded fraction of equity per rebalance. Every other
-metric is hftraining.metrics.summarize on the per-bar net returns (exposure = invested share).
+Trade metrics of a book: trade_count = bars on which it trades (turnover > metrics.MIN_TRADE), as for
+one asset; a book has no closed trades, so win_rate is None (undefined) and period_win_rate = share of
+rebalance periods (rebalance bar to the bar before the next) whose compounded net return is positive
+is its own metric, logged as profit/period_win_rate; rebal_turnover = mean traded fraction of equity per
+rebalance. Every other metric is hftraining.metrics.summarize on the per-bar net returns (exposure =
+share of bars with an invested share above MIN_TRADE).
 Baselines (1/N rebalanced, buy-and-hold 1/N, each single asset, trailing minimum variance) go through
 the same function on the same bars and costs.
 """
@@ -94,9 +96,9 @@ def simulate_portfolio(returns: np.ndarray, offsets: np.ndarray, targets: np.nda
     net = gross - cost * turnover
     summary = metrics.summarize(net, weights.sum(axis=1), None, periods_per_year,
                                 turnover=float(turnover.mean()),
-                                trade_count=int(np.count_nonzero(turnover[offsets] > 1e-12)))
+                                trade_count=int(np.count_nonzero(turnover > metrics.MIN_TRADE)))
     periods = period_returns(net, offsets)
-    summary["win_rate"] = float(np.mean(periods > 0)) if periods.size else 0.0
+    summary["period_win_rate"] = float(np.mean(periods > 0)) if periods.size else None
     summary["rebalances"] = int(len(offsets))
     summary["rebal_turnover"] = float(turnover[offsets].mean())
     return PortfolioSim(weights=weights, net_returns=net, gross_returns=gross, turnover=turnover,

@@ -62,6 +62,6 @@ def format_table(rows: dict[str, dict], keys: Optional[list[str]] = None) -> str
         cells = []
         for k, w in zip(keys, cols, strict=True):
             v = metrics.get(k)
-            cells.append(f"{'-':>{w}}" if v is None else f"{v:>{w}.4f}" if isinstance(v, float) else f"{v:>{w}}")
+            cells.append(f"{'n/a':>{w}}" if v is None else f"{v:>{w}.4f}" if isinstance(v, float) else f"{v:>{w}}")
         lines.append(f"{name:<{width}}" + "".join(cells))
     return "\n".join(lines)

@@ -23,13 +23,15 @@ SHOWN = ["total_return", "sharpe_ratio", "max_drawdown", "win_rate", "trade_coun
 
 
 def mean_std(rows: Sequence[dict]) -> dict[str, dict]:
-    """{metric: {mean, std, n}} over the numeric metrics every row has (std with ddof=1; 0 for one row)."""
+    """{metric: {mean, std, n}} over the rows where each numeric metric is defined (std with ddof=1; 0 for
+    one row). A metric that is undefined in some rows (a win rate with no closed trade) has a smaller n."""
     if not rows:
         return {}
-    keys = [k for k in rows[0] if all(isinstance(r.get(k), (int, float)) and r.get(k) is not None for r in rows)]
+    keys = [k for k in rows[0] if all(r.get(k) is None or isinstance(r.get(k), (int, float)) for r in rows)
+            and any(r.get(k) is not None for r in rows)]
     out = {}
     for key in keys:
-        values = np.array([float(r[key]) for r in rows])
+        values = np.array([float(r[key]) for r in rows if r.get(key) is not None])
         out[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                     "n": len(values)}
     return out
@@ -82,7 +84,7 @@ def format_seeds_table(result: SeedsResult, keys: Sequence[str] = SHOWN) -> str:
     lines = [" " * width + "".join(f"{k:>22}" for k in keys)]
 
     def cell(v) -> str:
-        return f"{'-':>22}" if v is None else f"{v:>22.4f}"
+        return f"{'n/a':>22}" if v is None else f"{v:>22.4f}"
 
     for r in result.runs:
         lines.append(f"{'seed ' + str(r['seed']):<{width}}" + "".join(cell(r["test"].get(k)) for k in keys))

@@ -2,7 +2,9 @@
 
 Tags: train/loss, train/learning_rate, eval/loss, profit/total_return, profit/sharpe_ratio,
 profit/win_rate, profit/max_drawdown, profit/trade_count (validation, out of sample), plus
-profit/<SYMBOL>/<metric> when a run covers several symbols and an equity-curve image per evaluation.
+profit/period_win_rate for portfolios (a book has no closed trades: its win rate is another metric, so
+another tag), profit/<SYMBOL>/<metric> when a run covers several symbols and an equity-curve image per
+evaluation. An undefined metric (a win rate with no closed trade) is not logged at that step.
 Only the main process writes (`enabled=False` on other ranks).
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-PROFIT_TAGS = ["total_return", "sharpe_ratio", "win_rate", "max_drawdown", "trade_count"]
+PROFIT_TAGS = ["total_return", "sharpe_ratio", "win_rate", "max_drawdown", "trade_count", "period_win_rate"]
 
 
 class RunLogger:
@@ -38,11 +40,13 @@ class RunLogger:
             return
         self.scalar("eval/loss", loss, step)
         for key in PROFIT_TAGS:
-            self.scalar(f"profit/{key}", metrics[key], step)
+            if metrics.get(key) is not None:
+                self.scalar(f"profit/{key}", metrics[key], step)
         if len(per_symbol) > 1:
             for symbol, values in per_symbol.items():
                 for key in PROFIT_TAGS:
-                    self.scalar(f"profit/{symbol}/{key}", values[key], step)
+                    if values.get(key) is not None:
+                        self.scalar(f"profit/{symbol}/{key}", values[key], step)
         if simulations:
             self.writer.add_figure("profit/equity_curve", equity_figure(simulations), step)
 

@@ -33,7 +33,8 @@ flat, flips, or is stopped out; a resize trades (counts in trade_count and turno
 close it. A trade's return is its compounded return on equity over its own bars net of its entry,
 resize and exit costs. A position still open at the last bar is marked at the last close with no
 exit cost (exit_reason 'end') and is not a closed trade. Win rate = winning closed trades / closed
-trades; trade_count = bars on which the held position changes, plus stop exits.
+trades (None when none closed); trade_count = bars on which the held position changes by more than
+metrics.MIN_TRADE, plus stop exits; positions within MIN_TRADE of 0 are flat for trades and exposure.
 
 The no-stop path is vectorised; the stop path runs one sequential kernel (numba when installed, the
 same code interpreted otherwise; tests check the two agree) and vectorises the rest.
@@ -251,7 +252,7 @@ class ProfitTracker:
         traded[0] = held[0]
         np.subtract(held[1:], after[:-1], out=traded[1:])
         np.abs(traded, out=traded)
-        trade_count = int(np.count_nonzero(traded))
+        trade_count = int(np.count_nonzero(traded > metrics.MIN_TRADE))     # jitter is not a trade
         if reason is not None:
             traded += np.where(stopped, np.abs(held), 0.0)
             trade_count += int(np.count_nonzero(stopped))
@@ -283,7 +284,7 @@ class ProfitTracker:
             own[starts] += np.where(stopped[starts], own[starts], 0.0)
         factors = gross - own * c
         factors += 1.0
-        factors[held == 0.0] = 1.0
+        factors[np.abs(held) <= metrics.MIN_TRADE] = 1.0
         growth = metrics.span_products(factors, starts)
 
         code = np.where(ends == n - 1, END, NO_EXIT)

@@ -38,3 +38,22 @@ def test_positions_one_bar_at_a_time_equal_the_batched_ones():
     alone = np.array([predict_positions(m, x, 1, range(t, t + 1))[0] for t in range(11, 150)])
     np.testing.assert_array_equal(alone, together)
     assert np.abs(together).max() > 0
+
+
+def test_an_undefined_win_rate_is_skipped_when_averaged_and_logged(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hftraining.evaluation import average_metrics
+    from hftraining.tensorboard_log import RunLogger
+
+    per_symbol = {"AAA": {"win_rate": None, "sharpe_ratio": 1.0}, "BBB": {"win_rate": 0.6, "sharpe_ratio": 2.0},
+                  "CCC": {"win_rate": 0.2, "sharpe_ratio": 0.0}}
+    assert average_metrics(per_symbol) == {"win_rate": pytest.approx(0.4), "sharpe_ratio": 1.0}   # not 0.8 / 3
+    assert average_metrics({"AAA": {"win_rate": None}})["win_rate"] is None
+    logger = RunLogger(tmp_path)
+    metrics = {"total_return": 0.1, "sharpe_ratio": 1.0, "win_rate": None, "max_drawdown": -0.1, "trade_count": 1}
+    logger.evaluation(1, metrics, {"AAA": metrics, "BBB": {**metrics, "win_rate": 0.5}}, 0.0)
+    logger.close()
+    tags = set(EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"])
+    assert "profit/sharpe_ratio" in tags and "profit/BBB/win_rate" in tags
+    assert "profit/win_rate" not in tags and "profit/AAA/win_rate" not in tags

@@ -59,7 +59,27 @@ def test_hit_rate_counts_bars_held_and_win_rate_counts_trades():
     assert metrics.hit_rate(r, p) == pytest.approx(2 / 4)
     assert metrics.hit_rate(r) == pytest.approx(2 / 3)  # quantstats' convention: non-zero bars
     assert metrics.win_rate([0.1, -0.2, 0.3]) == pytest.approx(2 / 3)
-    assert metrics.win_rate([]) == 0.0
+    assert metrics.win_rate([]) is None  # undefined when no trade closed, not 0
+
+
+def test_jitter_is_neither_a_trade_nor_exposure():
+    """Buy-and-hold with 1e-9 of noise on its position is one trade, fully exposed, with no win rate."""
+    from hftraining.report import format_table
+    from hftraining.tracker import ProfitTracker
+
+    rng = np.random.default_rng(0)
+    close = 100 * np.cumprod(1 + rng.normal(3e-4, 0.01, 300))
+    held = 1.0 + rng.choice([-1e-9, 0.0, 1e-9], size=300)
+    dust = np.full(300, 1e-9)                                     # a position of 1e-9 is flat
+    for p, trades, exposure in ((held, 1, 1.0), (dust, 0, 0.0)):
+        res = ProfitTracker(commission=0.0005, slippage=0.0005).run(p, close)
+        changes = np.abs(np.diff(p[:-1], prepend=0.0))          # independent count, threshold 1e-6
+        assert trades == np.count_nonzero(changes > 1e-6) == res.metrics["trade_count"]
+        assert metrics.summarize(res.net_returns, p[:-1])["trade_count"] == trades
+        assert res.metrics["exposure"] == exposure == np.mean(np.abs(p[:-1]) > 1e-6)
+        assert res.metrics["win_rate"] is None and len(res.trades) == trades
+    assert metrics.MIN_TRADE == 1e-6
+    assert "n/a" in format_table({"buy_and_hold": res.metrics}, ["win_rate"])
 
 
 def test_trade_spans_resize_flip_flat_and_breaks():

@@ -124,7 +124,8 @@ def test_portfolio_win_rate_counts_rebalance_periods():
                                                                           0.99 * 0.99 - 1])
     r = np.array([[0.01], [-0.02], [0.03], [0.01], [-0.01], [-0.01]])
     sim = simulate_portfolio(r, np.array([0, 2, 4]), np.ones((3, 1)), cost=0.0)
-    assert sim.metrics["win_rate"] == pytest.approx(1 / 3)
+    assert sim.metrics["period_win_rate"] == pytest.approx(1 / 3)
+    assert sim.metrics["win_rate"] is None                   # a book has no closed trades: undefined, not 0
 
 
 def test_training_objective_drift_and_cost_hand_computed():
@@ -403,7 +404,7 @@ def test_cli_portfolio_on_tiny_synthetic(tmp_path, capsys):
     assert (report / "weights.csv").is_file()
     tags = scalar_tags(out / "tensorboard" / "portfolio" / "AAA_BBB" / "t1")
     assert {"train/loss", "train/learning_rate", "eval/loss", "profit/total_return", "profit/sharpe_ratio",
-            "profit/win_rate", "profit/max_drawdown", "profit/trade_count", "portfolio/weight/AAA",
+            "profit/period_win_rate", "profit/max_drawdown", "profit/trade_count", "portfolio/weight/AAA",
             "portfolio/weight/BBB", "portfolio/weight/CASH", "portfolio/turnover"} <= tags
 
     again = main(["portfolio", "--pairs", "AAA,BBB", "--config", "configs/tiny.yaml", "--source", "synthetic",

@@ -14,10 +14,11 @@ from hftraining.errors import UserError
 from hftraining.seeds import mean_std, run_seeds
 
 
-def test_mean_std_uses_sample_std_and_common_numeric_keys():
-    rows = [{"sharpe_ratio": 1.0, "x": None, "n": 3}, {"sharpe_ratio": 2.0, "x": 1.0, "n": 5}]
+def test_mean_std_uses_sample_std_over_the_rows_where_a_metric_is_defined():
+    rows = [{"sharpe_ratio": 1.0, "x": None, "n": 3, "w": None}, {"sharpe_ratio": 2.0, "x": 1.0, "n": 5, "w": None}]
     stats = mean_std(rows)
-    assert set(stats) == {"sharpe_ratio", "n"}
+    assert set(stats) == {"sharpe_ratio", "n", "x"}                     # w is defined nowhere
+    assert stats["x"] == {"mean": 1.0, "std": 0.0, "n": 1}              # an undefined win rate is skipped, not 0
     assert stats["sharpe_ratio"] == {"mean": 1.5, "std": pytest.approx(np.std([1.0, 2.0], ddof=1)), "n": 2}
     assert mean_std([{"a": 2.0}])["a"]["std"] == 0.0
 

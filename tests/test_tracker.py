@@ -47,7 +47,7 @@ def test_long_hand_computed():
     (trade,) = res.trades.itertuples()
     assert (trade.side, trade.exit_reason) == ("long", "end")
     assert trade.entry_price == pytest.approx(100.1) and trade.exit_price == pytest.approx(119.79)
-    assert res.metrics["trade_count"] == 1 and res.metrics["win_rate"] == 0.0  # nothing closed
+    assert res.metrics["trade_count"] == 1 and res.metrics["win_rate"] is None  # nothing closed
 
 
 def test_short_hand_computed():
