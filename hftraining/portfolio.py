@@ -59,12 +59,13 @@ class PortfolioPolicy(nn.Module):
     logit from the pooled state. The learned logits are tilts added to the prior's log-weights
     (`prior`: "equal" = 1/N, "inverse_vol" = risk parity from an ex-ante volatility, see prior_logits).
     The untrained policy is the prior's book with CASH_PRIOR in cash (asset heads at zero, the cash
-    bias set to match), so training learns tilts away from it.
+    bias set to match), so training learns tilts away from it; `max_tilt` bounds each logit's tilt (and
+    the cash logit's move) to +-max_tilt, so no weight moves beyond exp(+-2 max_tilt) times the prior's.
     """
 
     def __init__(self, n_features: int, n_assets: int, context_length: int, horizon: int,
                  model_cfg: ModelConfig, include_cash: bool, window: Optional[int] = None,
-                 prior: str = "equal", vol_span: int = VOL_SPAN):
+                 prior: str = "equal", vol_span: int = VOL_SPAN, max_tilt: Optional[float] = None):
         super().__init__()
         if prior not in PRIORS:
             raise ValueError(f"unknown portfolio prior {prior!r}; choose one of {', '.join(PRIORS)}")
@@ -72,6 +73,8 @@ class PortfolioPolicy(nn.Module):
         self.include_cash = include_cash
         self.prior = prior
         self.vol_span = vol_span
+        self.max_tilt = max_tilt
+        self.cash_logit = math.log(n_assets * CASH_PRIOR / (1.0 - CASH_PRIOR))
         self.window = min(window or context_length, context_length)
         self.encoder = build_model(n_features, context_length, horizon, model_cfg)
         hidden = model_cfg.hidden_size
@@ -83,7 +86,11 @@ class PortfolioPolicy(nn.Module):
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
         if self.cash_head is not None:   # softmax weight of cash = CASH_PRIOR when every logit else is 0
-            nn.init.constant_(self.cash_head.bias, math.log(n_assets * CASH_PRIOR / (1.0 - CASH_PRIOR)))
+            nn.init.constant_(self.cash_head.bias, self.cash_logit)
+
+    def bounded(self, tilt: torch.Tensor) -> torch.Tensor:
+        """max_tilt * tanh(tilt / max_tilt): the identity near 0, never beyond +-max_tilt (None = unbounded)."""
+        return tilt if self.max_tilt is None else self.max_tilt * torch.tanh(tilt / self.max_tilt)
 
     @property
     def context_length(self) -> int:
@@ -99,11 +106,12 @@ class PortfolioPolicy(nn.Module):
         h = self.encoder.encode(flat)[:, -1].reshape(n, assets, -1)                # [N, A, H]
         pooled = h.mean(dim=1)                                                       # [N, H]
         paired = torch.cat([h, pooled[:, None, :].expand_as(h)], dim=-1)            # [N, A, 2H]
-        logits = self.asset_head(paired).squeeze(-1) + self.asset_bias              # [N, A]
+        logits = self.bounded(self.asset_head(paired).squeeze(-1) + self.asset_bias)  # [N, A] tilts
         if prior is not None:
             logits = logits + prior.to(logits.dtype)
         if self.cash_head is not None:
-            logits = torch.cat([logits, self.cash_head(pooled)], dim=-1)            # [N, A+1]
+            cash = self.cash_logit + self.bounded(self.cash_head(pooled) - self.cash_logit)
+            logits = torch.cat([logits, cash], dim=-1)                               # [N, A+1]
         return torch.softmax(logits.float(), dim=-1)
 
 
@@ -111,7 +119,7 @@ def build_policy(n_features: int, n_assets: int, config: Config) -> PortfolioPol
     """The policy a config describes (training and `hftrain backtest` build it the same way)."""
     return PortfolioPolicy(n_features, n_assets, config.data.context_length, config.data.horizon, config.model,
                            config.portfolio.include_cash, config.portfolio.context_length, config.portfolio.prior,
-                           config.profit.vol_span)
+                           config.profit.vol_span, config.portfolio.max_tilt)
 
 
 def prior_logits(returns: np.ndarray, prior: str, vol_span: int = VOL_SPAN) -> np.ndarray:

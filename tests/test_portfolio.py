@@ -217,6 +217,24 @@ def test_turnover_penalty_is_a_training_cost_only():
     torch.testing.assert_close(horizon_net_returns(w, g, C + 0.002), horizon_net_returns(w, g, C) - 0.002 * turnover)
 
 
+def test_max_tilt_bounds_every_weight_around_the_prior():
+    torch.manual_seed(0)
+    policy = PortfolioPolicy(4, 3, 6, 2, Config().model, include_cash=True, max_tilt=0.5).eval()
+    x = torch.randn(7, 6, 3, 4)
+    torch.testing.assert_close(policy(x)[:, :3], torch.full((7, 3), (1 - CASH_PRIOR) / 3))   # untrained: the prior
+    with torch.no_grad():                                    # huge tilts: each saturates at +-max_tilt
+        policy.asset_bias.copy_(torch.tensor([40.0, -40.0, 0.0]))
+        policy.cash_head.bias.add_(40.0)
+    cash = np.log(3 * CASH_PRIOR / (1 - CASH_PRIOR)) + 0.5
+    logits = np.array([0.5, -0.5, 0.0, cash])
+    expected = np.exp(logits) / np.exp(logits).sum()
+    np.testing.assert_allclose(policy(x).detach().numpy(), np.tile(expected, (7, 1)), rtol=1e-5)
+    with torch.no_grad():
+        policy.asset_head.weight.normal_(0, 50.0)
+    ratio = policy(x * 3) / torch.tensor([(1 - CASH_PRIOR) / 3] * 3 + [CASH_PRIOR])
+    assert torch.all(ratio <= np.exp(1.0) + 1e-5) and torch.all(ratio >= np.exp(-1.0) - 1e-5)   # e^(+-2 x 0.5)
+
+
 # --- minimum variance ------------------------------------------------------------------------------------
 
 def test_min_variance_known_answer_and_projection():
