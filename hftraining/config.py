@@ -129,7 +129,7 @@ class ProfitConfig(Section):
                               "or mean - risk_penalty * variance.")
     risk_penalty: float = Field(0.0, ge=0, description="Weight of the variance of net returns (mean_variance).")
     turnover_penalty_bps: float = Field(
-        0.0, ge=0, description="Extra training-only cost per unit of turnover, in bps (regulariser).")
+        10.0, ge=0, description="Extra training-only cost per unit of turnover, in bps (regulariser).")
     position_sizing: Literal["risk", "fraction"] = Field(
         "risk", description="risk: traded = raw * min(cap, sigma_target / ex-ante vol); fraction: traded = raw.")
     sigma_target: float = Field(0.15, gt=0, description="Annual volatility a full raw position targets (risk sizing).")
