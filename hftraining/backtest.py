@@ -332,10 +332,8 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
 
 
 def _portfolio_backtest(model_dir: Path, start_date, end_date, cost_bps, **kwargs):
-    try:
-        from hftraining.portfolio import backtest_portfolio
-    except ImportError:
-        raise UserError(f"--model {model_dir}: backtesting a portfolio run is not supported in this version") from None
+    from hftraining.portfolio import backtest_portfolio
+
     return backtest_portfolio(model_dir, start_date=start_date, end_date=end_date, cost_bps=cost_bps, **kwargs)
 
 

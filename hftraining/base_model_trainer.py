@@ -489,11 +489,8 @@ def run_finetune_command(stock, base_run, epochs, config, set_, out, source, dat
 def run_pipeline_command(stocks, pairs, config, set_, out, source, data_dir, start, end, steps, device, seed,
                          forecast_backend, json_, quiet, **_):
     from hftraining.cli import build_config, emit_json
+    from hftraining.portfolio import run_portfolio  # noqa: F401  (a broken import fails before hours of training)
 
-    try:
-        from hftraining.portfolio import run_portfolio  # noqa: F401  (fail before hours of base training)
-    except ImportError:
-        raise UserError("hftrain pipeline: the portfolio stage is not available in this version") from None
     groups = parse_groups(pairs)
     cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
                        symbols=parse_symbols(stocks))

@@ -83,10 +83,6 @@ def emit_json(summary: dict) -> None:
     sys.stdout.flush()
 
 
-def not_yet(command: str) -> None:
-    raise UserError(f"hftrain {command}: not yet available in this version")
-
-
 def _symbols(values: Optional[List[str]]) -> list[str]:
     from hftraining.layout import parse_symbols
 
@@ -288,10 +284,8 @@ def base(
         from hftraining.distributed import relaunch
 
         raise typer.Exit(relaunch(STATE["argv"], nproc, device or "auto"))
-    try:
-        from hftraining.base_model_trainer import run_base_command
-    except ImportError:
-        not_yet("base")
+    from hftraining.base_model_trainer import run_base_command
+
     if stocks_file is not None:
         stocks = _universe(stocks, stocks_file, "base")
     run_base_command(**locals())
@@ -313,10 +307,8 @@ def finetune_cmd(
         from hftraining.distributed import relaunch
 
         raise typer.Exit(relaunch(STATE["argv"], nproc, device or "auto"))
-    try:
-        from hftraining.base_model_trainer import run_finetune_command
-    except ImportError:
-        not_yet("finetune")
+    from hftraining.base_model_trainer import run_finetune_command
+
     run_finetune_command(**locals())
 
 
@@ -342,10 +334,8 @@ def portfolio(
         return
     if retrain_every is not None or walk_forward_window is not None:
         raise UserError("--retrain-every and --walk-forward-window need --walk-forward")
-    try:
-        from hftraining.portfolio import run_portfolio_command
-    except ImportError:
-        not_yet("portfolio")
+    from hftraining.portfolio import run_portfolio_command
+
     run_portfolio_command(**locals())
 
 
@@ -361,10 +351,8 @@ def pipeline(
     quiet: bool = QuietOpt,
 ):
     """Base model -> fine-tune per stock -> portfolio over the pairs."""
-    try:
-        from hftraining.base_model_trainer import run_pipeline_command
-    except ImportError:
-        not_yet("pipeline")
+    from hftraining.base_model_trainer import run_pipeline_command
+
     stocks = _universe(stocks, stocks_file, "pipeline")
     run_pipeline_command(**locals())
 
@@ -379,10 +367,8 @@ def backtest(
     end: Optional[str] = EndOpt, device: Optional[str] = DeviceOpt, json_: bool = JsonOpt,
 ):
     """Run a trained model over chosen dates with the ProfitTracker and write a report."""
-    try:
-        from hftraining.backtest import run_backtest_command
-    except ImportError:
-        not_yet("backtest")
+    from hftraining.backtest import run_backtest_command
+
     run_backtest_command(**locals())
 
 

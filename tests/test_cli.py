@@ -1,6 +1,7 @@
 """The command line: every subcommand has help, options parse, errors are one line with exit code 2."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,18 @@ def test_python_dash_m_entry_point():
 
 def test_app_is_typer():
     assert app.info.help.startswith("Train trading models")
+
+
+@pytest.mark.parametrize("args, module", [
+    (["base", "--stocks", "AAA"], "hftraining.base_model_trainer"),
+    (["finetune", "--stock", "AAA", "--base", "x"], "hftraining.base_model_trainer"),
+    (["portfolio", "--pairs", "AAA,BBB"], "hftraining.portfolio"),
+    (["pipeline", "--stocks", "AAA", "BBB", "--pairs", "AAA,BBB"], "hftraining.portfolio"),
+    (["backtest", "--model", "x", "--stock", "AAA"], "hftraining.backtest"),
+])
+def test_a_broken_import_surfaces_as_itself(monkeypatch, capsys, args, module):
+    """A missing dependency must show its real ImportError, never "not yet available in this version"."""
+    monkeypatch.setitem(sys.modules, module, None)          # importing it now raises ImportError
+    with pytest.raises(ImportError, match=module):
+        main(args)
+    assert "not yet available" not in capsys.readouterr().err
