@@ -16,8 +16,8 @@ rebalance periods (rebalance bar to the bar before the next) whose compounded ne
 is its own metric, logged as profit/period_win_rate; rebal_turnover = mean traded fraction of equity per
 rebalance. Every other metric is hftraining.metrics.summarize on the per-bar net returns (exposure =
 share of bars with an invested share above MIN_TRADE).
-Baselines (1/N rebalanced, buy-and-hold 1/N, each single asset, trailing minimum variance) go through
-the same function on the same bars and costs.
+Baselines (1/N rebalanced, buy-and-hold 1/N, each single asset, trailing minimum variance, long-only
+time-series momentum) go through the same function on the same bars and costs.
 """
 
 from __future__ import annotations
@@ -168,11 +168,28 @@ def baselines(panel_returns: np.ndarray, decisions: range, every: int, cost: flo
             r, offsets, min_variance_targets(panel_returns, decisions.start + offsets, lookback), cost,
             periods_per_year),
     }
+    out["momentum"] = simulate_portfolio(r, offsets, momentum_targets(panel_returns, decisions.start + offsets),
+                                         cost, periods_per_year)
     for i, symbol in enumerate(symbols):
         only = np.zeros((1, a))
         only[0, i] = 1.0
         out[f"hold_{symbol}"] = simulate_portfolio(r, offsets[:1], only, cost, periods_per_year)
     return out
+
+
+def momentum_targets(panel_returns: np.ndarray, bars: np.ndarray, periods_per_year: int = 252) -> np.ndarray:
+    """Long-only momentum book [R, A]: each asset gets 1/A of the book times its single-asset momentum position
+    (hftraining.baselines: volatility-scaled 12-month sign, one bar of lag) when that is long, else cash.
+
+    Prices are rebuilt from the returns (close_0 = 1), so the signal at bar t reads closes up to t-1 only.
+    """
+    from hftraining.baselines import momentum_positions
+
+    returns = np.asarray(panel_returns, dtype=np.float64)
+    close = np.vstack([np.ones((1, returns.shape[1])), np.cumprod(1.0 + returns, axis=0)])[:-1]   # close_t
+    positions = np.stack([momentum_positions(close[:, i], periods_per_year=periods_per_year)
+                          for i in range(returns.shape[1])], axis=1)
+    return np.clip(positions[np.asarray(bars)], 0.0, 1.0) / returns.shape[1]
 
 
 def clean_metrics(values: dict, keep: Optional[list[str]] = None) -> dict:

@@ -80,3 +80,22 @@ def test_momentum_simulation_uses_the_same_bars_and_costs():
     assert set(both) == {"buy_and_hold", "momentum"}
     assert (both["buy_and_hold"].positions == 0.8).all()
     assert len(both["buy_and_hold"].frame) == len(both["momentum"].frame) == len(decisions)
+
+
+def test_portfolio_momentum_book_against_plain_loops():
+    """Each asset holds 1/A times its long momentum position at each rebalance, else cash; same costs."""
+    from hftraining.portfolio_sim import baselines, rebalance_offsets, simulate_portfolio
+
+    rng = np.random.default_rng(7)
+    returns = rng.normal([4e-4, -4e-4], 0.01, size=(700, 2))
+    decisions, every, cost = range(400, 699), 5, 0.001
+    close = np.vstack([np.ones((1, 2)), np.cumprod(1 + returns, axis=0)])      # close[t+1] / close[t] = 1 + r[t]
+    offsets = rebalance_offsets(len(decisions), every)
+    bars = decisions.start + offsets
+    targets = np.stack([np.clip(reference_momentum(close[:, i], 252, 63, 0.15, 1.0, 252)[bars], 0, 1) / 2
+                        for i in range(2)], axis=1)
+    book = baselines(returns, decisions, every, cost, ["AAA", "BBB"])["momentum"]
+    expected = simulate_portfolio(returns[decisions.start:decisions.stop], offsets, targets, cost)
+    np.testing.assert_allclose(book.targets, targets, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(book.net_returns, expected.net_returns, rtol=1e-12, atol=1e-15)
+    assert (targets[:, 0] > 0).any() and (targets >= 0).all() and (targets.sum(axis=1) <= 1).all()

@@ -413,8 +413,8 @@ def test_cli_portfolio_on_tiny_synthetic(tmp_path, capsys):
     assert load_config(run_dir / "config.yaml").portfolio.max_steps == 12      # --steps is not ignored
     report = out / "reports" / "t1"
     metrics = json.loads((report / "metrics.json").read_text())
-    assert set(metrics["baselines"]) == {"equal_weight", "buy_and_hold_equal", "min_variance", "hold_AAA",
-                                         "hold_BBB"}
+    assert set(metrics["baselines"]) == {"equal_weight", "buy_and_hold_equal", "min_variance", "momentum",
+                                         "hold_AAA", "hold_BBB"}
     returns = pd.read_csv(report / "test_returns.csv")
     assert list(returns.columns) == ["date", "weight_AAA", "weight_BBB", "weight_CASH", "turnover", "net_return"]
     assert len(returns) == metrics["test_bars"]
