@@ -11,7 +11,7 @@ from fake_runs import make_run, tiny_config, write_csv
 from hftraining import checkpoint as ckpt
 from hftraining.data.panel import build_panel
 from hftraining.ensemble import model_from_run
-from hftraining.evaluation import predict_positions
+from hftraining.evaluation import model_positions
 from hftraining.forecasting import base as forecast_base
 from hftraining.forecasting.statistical import StatisticalBackend
 from hftraining.paper import DECISIONS, CsvReplay, LiveTrader, run_paper
@@ -54,7 +54,7 @@ def _statistical_positions(root, run_dir, data_dir):
     model = model_from_run(run)
     x = torch.from_numpy(run.scaler.transform(panel))
     decisions = range(model.context_length - 1, panel.n_time)
-    return pd.DatetimeIndex(panel.dates[decisions.start:]), predict_positions(model, x, 0, decisions)
+    return pd.DatetimeIndex(panel.dates[decisions.start:]), model_positions(model, x, panel, 0, decisions, run.config)
 
 
 def test_paper_trades_on_the_forecaster_the_run_actually_used(toto_fell_back_then_appears):
