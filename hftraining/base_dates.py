@@ -1,6 +1,6 @@
 """A model started from a base run is judged only on bars the base never trained or selected on.
 
-A portfolio initialised from a base takes the base run's split dates (as a fine-tune does), so its
+A fine-tune or a portfolio initialised from a base takes the base run's split dates (splits_by_dates), so its
 test range is the base's test range. Any test range chosen otherwise (a walk-forward fold) must start
 at least one embargo after the base's last training or validation bar, or the run is refused.
 """
@@ -12,6 +12,27 @@ import numpy as np
 from hftraining import checkpoint as ckpt
 from hftraining.data.panel import Panel, Splits
 from hftraining.errors import UserError
+
+
+def splits_by_dates(panel: Panel, spans: dict, context_length: int) -> Splits:
+    """The base run's train/val/test date spans located in this panel's dates."""
+    symbol = ", ".join(panel.symbols)
+    dates = panel.dates
+    ranges = {}
+    for name in ("train", "val", "test"):
+        start = np.searchsorted(dates, np.datetime64(spans[name]["start"]), side="left")
+        stop = np.searchsorted(dates, np.datetime64(spans[name]["end"]) + np.timedelta64(1, "D"), side="left")
+        if name == "train":
+            start = max(int(start), context_length - 1)
+        ranges[name] = range(int(start), int(stop))
+        if len(ranges[name]) == 0:
+            raise UserError(f"{symbol}: no bars in the base run's {name} dates "
+                            f"{spans[name]['start']} .. {spans[name]['end']}; load data covering them")
+    if ranges["test"].stop > panel.n_time - 1:
+        raise UserError(f"{symbol}: data ends {panel.date_str(panel.n_time - 1)}, before the base run's test "
+                        f"range ends ({spans['test']['end']}); load data covering it")
+    return Splits(train=ranges["train"], val=ranges["val"], test=ranges["test"],
+                  embargo=int(spans["embargo"]))
 
 
 def base_spans(base: ckpt.RunFiles) -> dict:
@@ -29,8 +50,6 @@ def inherit_splits(panel: Panel, base: ckpt.RunFiles, context_length: int, embar
     The base's dates come from its own calendar; a group on its common dates may have fewer bars between
     two splits, so the embargo is enforced again in the group's own bars.
     """
-    from hftraining.finetune import splits_by_dates
-
     spans = base_spans(base)
     dated = splits_by_dates(panel, spans, context_length)
     embargo = max(embargo, dated.embargo)

@@ -1,10 +1,12 @@
-"""`hftrain base` / `finetune` / `pipeline`: one base model on many stocks, fine-tuned per stock, compared.
+"""`hftrain base` / `finetune` / `pipeline` and the seed's `BaseModelTrainer`: one base model on many stocks,
+fine-tuned per stock, compared on test.
 
 base (windows of every listed stock, each on its own full history, per-symbol scalers, calendar
-splits shared by all; hftraining.data.ragged) -> fine-tune each stock from
-the base weights (hftraining.finetune) -> report: per stock, on the same test bars and costs, the
-base alone, the fine-tuned model, buy-and-hold (and a single model from scratch on request).
-The portfolio stage (hftraining.portfolio, imported lazily) closes the pipeline.
+splits shared by all; hftraining.data.ragged) -> fine-tune each stock from the base weights
+(hftraining.finetune) -> comparison (hftraining.comparison): per stock, on the same test bars and
+costs, the base alone, the fine-tuned model, buy-and-hold (and a single model from scratch on request).
+The portfolio stage (hftraining.portfolio, imported lazily) closes the pipeline. `python -m
+hftraining.base_model_trainer ...` (the guide's `python base_model_trainer.py ...`) is `hftrain base ...`.
 """
 
 from __future__ import annotations
@@ -17,30 +19,20 @@ from pathlib import Path
 
 import torch
 
-from hftraining import atomic, distributed
 from hftraining import checkpoint as ckpt
-from hftraining.baselines import single_asset_baselines
+from hftraining import distributed
+from hftraining.comparison import report_info, simulate_test_range, write_comparison
 from hftraining.config import Config
 from hftraining.data.panel import fingerprint, symbol_slice
 from hftraining.errors import UserError
-from hftraining.evaluation import Simulation, average_metrics, model_positions, simulate
-from hftraining.finetune import (
-    FinetuneRun,
-    base_run_dir,
-    finetune_config_from_base,
-    finetune_stock,
-    with_schedule,
-)
+from hftraining.evaluation import Simulation
+from hftraining.finetune import FinetuneRun, base_run_dir, finetune_config_from_base, finetune_stock
+from hftraining.html_report import write_report_html
 from hftraining.layout import Layout, claim_run_dir, new_run_id, parse_symbols
-from hftraining.report import format_table, write_test_report
-from hftraining.significance import probabilistic_sharpe_ratio
-from hftraining.train_with_profit import Prepared, prepare, run_metadata, write_report_html
+from hftraining.prepare import Prepared, prepare, run_metadata
 from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
 
 log = logging.getLogger("hftraining")
-
-# Order of the strategies in the report; `finetuned` is the product, the rest are its comparisons.
-STRATEGIES = ["finetuned", "base", "single", "buy_and_hold", "momentum", "oracle"]
 
 
 # --- base stage --------------------------------------------------------------------------------
@@ -62,7 +54,7 @@ def train_base(symbols: list[str], config: Config, steps: int | None = None, run
     symbols = parse_symbols(symbols)
     if not symbols:
         raise UserError("hftrain base: no stocks given; use --stocks AAPL MSFT ...")
-    config = with_schedule(config, steps or config.training.max_steps)
+    config = config.with_steps(steps or config.training.max_steps)
     config.data.symbols = symbols
     layout = Layout.at(config.paths.root)
     layout.ensure_writable()
@@ -107,97 +99,6 @@ def ragged_summary(prepared: Prepared) -> dict:
         return {}
     return {"panel": {"layout": "ragged (each symbol on its own history)", "rows": panel.n_rows,
                       "decisions_per_symbol": prepared.splits.per_symbol(panel)}}
-
-
-# --- comparison on the test range --------------------------------------------------------------
-
-def simulate_test_range(models: dict[str, torch.nn.Module], prepared: Prepared,
-                        config: Config) -> dict[str, Simulation]:
-    """Every model and the baselines (buy-and-hold, momentum, the oracle on synthetic data) on the same test
-    bars of a one-symbol panel, with the same costs."""
-    panel, splits = prepared.panel, prepared.splits
-    x = torch.from_numpy(prepared.scaler.transform(panel))
-    ppy = config.data.periods_per_year
-    sims = {}
-    for name, model in models.items():
-        positions = model_positions(model, x.to(next(model.parameters()).device), panel, 0, splits.test, config)
-        sims[name] = simulate(panel, 0, splits.test, positions, config.tracker, ppy)
-    sims.update(single_asset_baselines(panel, 0, splits.test, config.tracker, ppy, config))
-    for sim in sims.values():
-        sim.metrics["psr"] = probabilistic_sharpe_ratio(sim.frame["net_return"].to_numpy(), 0.0, ppy)
-    return sims
-
-
-def write_comparison(report_dir: Path, sims_by_symbol: dict[str, dict[str, Simulation]], info: dict,
-                     runs: dict[str, dict], trials_root: Path | None = None, new_models: tuple[str, ...] = ()) -> dict:
-    """Per stock metrics.json + test_returns.csv (of the leading model) and one report.json.
-
-    Each model in `new_models` (trained by this command) is appended to the trial registry under
-    `trials_root`, one trial per stock, so the Deflated Sharpe of later reports counts it.
-    """
-    stocks = {}
-    for symbol, sims in sims_by_symbol.items():
-        names = [n for n in STRATEGIES if n in sims]
-        lead, others = names[0], {n: sims[n] for n in names[1:]}
-        extra = {"model_name": lead, "runs": runs.get(symbol, {})}
-        if trials_root is not None:             # PSR, DSR and bootstrap interval of the leading model
-            extra["significance"] = lead_significance(sims[lead], trials_root, f"{info['run_id']}/{lead}/{symbol}",
-                                                      symbol, lead in new_models, info["periods_per_year"])
-        summary = write_test_report(report_dir, sims[lead], others, {**info, **extra}, prefix=f"{symbol}_")
-        stocks[symbol] = {"test_start": summary["test_start"], "test_end": summary["test_end"],
-                          "test_bars": summary["test_bars"], "runs": runs.get(symbol, {}),
-                          "strategies": {lead: summary["model"], **summary["baselines"]}}
-    average = {}
-    for name in STRATEGIES:
-        rows = {s: v["strategies"][name] for s, v in stocks.items() if name in v["strategies"]}
-        if rows:
-            average[name] = average_metrics(rows)
-    report = {**info, "stocks": stocks, "average": average}
-    atomic.write_json(report_dir / "report.json", report)
-    if trials_root is not None:
-        from hftraining.trials import register_trial
-
-        for symbol, stock in stocks.items():
-            for name in new_models:
-                if name in stock["strategies"]:
-                    register_trial(trials_root, f"{info['run_id']}/{name}/{symbol}", name, [symbol], None,
-                                   stock["strategies"][name].get("sharpe_ratio"),
-                                   run_dir=stock["runs"].get(name))
-    return report
-
-
-def lead_significance(sim: Simulation, root: Path, trial_id: str, symbol: str, new: bool, ppy: int) -> dict:
-    """Significance of a comparison's leading model, its DSR counting the trials of this stock under `root`."""
-    from hftraining.deflated import deflated
-    from hftraining.significance import significance_summary
-    from hftraining.trials import TrialScope
-
-    net = sim.frame["net_return"].to_numpy()
-    scope = TrialScope(Path(root), [symbol], run_id=trial_id, new_trial=new)
-    n_trials, sharpes = scope.stats(sim.metrics["sharpe_ratio"])
-    out = significance_summary(net, n_trials, sharpes, ppy)
-    out["deflated"] = deflated(scope, net, sim.metrics["sharpe_ratio"], ppy)
-    return out
-
-
-def format_report(report: dict) -> str:
-    """The printed table: one block per stock, then the average over stocks."""
-    blocks = []
-    label = " (SYNTHETIC market)" if report.get("synthetic") else ""
-    for symbol, stock in report["stocks"].items():
-        blocks.append(f"{symbol}{label}: test {stock['test_start']} .. {stock['test_end']} "
-                      f"({stock['test_bars']} bars, net of costs)\n" + format_table(stock["strategies"]))
-    if len(report["stocks"]) > 1:
-        blocks.append(f"average over {len(report['stocks'])} stocks\n" + format_table(report["average"]))
-    return "\n\n".join(blocks)
-
-
-def report_info(run_id: str, config: Config, prepared: Prepared) -> dict:
-    panel = prepared.panel
-    return {"run_id": run_id, "cost_per_turnover": config.tracker.commission + config.tracker.slippage,
-            "periods_per_year": config.data.periods_per_year,
-            "synthetic": any(src == "synthetic" for src in panel.data_source.values()),
-            "forecast_backend": {s: panel.forecast.get(s, {}).get("backend", "none") for s in panel.symbols}}
 
 
 # --- the base pipeline: base -> fine-tunes -> report -------------------------------------------
@@ -288,7 +189,7 @@ def _run_base_pipeline(symbols: list[str], config: Config, finetune: bool, base_
             models["finetuned"] = ft.model
             runs[symbol]["finetuned"] = str(ft.run_dir)
         if compare_single and trainable:
-            single_cfg = with_schedule(single_config, single_config.training.max_steps)
+            single_cfg = single_config.with_steps(single_config.training.max_steps)
             single_cfg.data.symbols = [symbol]
             models["single"], single_dir = scratch_model(symbol, stock, single_cfg, f"{base.run_id}-scratch",
                                                          progress)
@@ -431,76 +332,6 @@ def parse_groups(values: list[str]) -> list[list[str]]:
     if not groups:
         raise UserError("--pairs: give at least one group, e.g. --pairs AAPL,MSFT")
     return groups
-
-
-# --- CLI commands (cli.py parses; these build the config and print) ----------------------------
-
-def _print(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
-def run_base_command(stocks, finetune, base_steps, finetune_epochs, batch_size, compare_single, config,
-                     set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend, json_,
-                     quiet, **_):
-    """`hftrain base`: --batch-size applies to every stage; --steps (training.max_steps) is the base's default
-    step count and the single-from-scratch schedule; --base-steps overrides the base's alone."""
-    from hftraining.cli import build_config, emit_json
-
-    cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
-                       symbols=parse_symbols(stocks) or None,
-                       extra={"training.batch_size": batch_size})
-    run = run_base_pipeline(cfg.data.symbols, cfg, finetune=finetune, base_steps=base_steps,
-                            finetune_epochs=finetune_epochs, compare_single=compare_single,
-                            progress=not quiet)
-    if not distributed.is_main_process():           # under torchrun rank 0 alone prints
-        return
-    _print("\n" + format_report(run.report))
-    _print(f"base: {run.base.run_dir}\nreport: {run.report_dir}\n"
-           f"tensorboard: tensorboard --logdir {Layout.at(cfg.paths.root).root / 'tensorboard'}")
-    if json_:
-        emit_json(run.summary)
-
-
-def run_finetune_command(stock, base_run, epochs, config, set_, out, source, data_dir, start, end, steps,
-                         device, seed, json_, quiet, **_):
-    """`hftrain finetune`: without --config the base run's own config (+ --set) is used; with one, it
-    must agree with the base on model shape and features. --steps overrides the epochs rule."""
-    from hftraining.cli import build_config, emit_json
-
-    base_dir = base_run_dir(base_run)
-    updates = {"paths.root": str(out) if out else None,
-               "data.source": source or ("csv" if data_dir else None),
-               "data.data_dir": str(data_dir) if data_dir else None, "data.start": start, "data.end": end,
-               "training.device": device, "training.seed": seed}
-    if config is None:
-        cfg = finetune_config_from_base(base_dir, set_, updates)
-    else:
-        cfg = build_config(config, set_, out, source, data_dir, start, end, None, device, seed)
-    _, report, summary = run_finetune(stock, base_dir, cfg, epochs=epochs, steps=steps, progress=not quiet)
-    if not distributed.is_main_process():           # under torchrun rank 0 alone prints
-        return
-    _print("\n" + format_report(report))
-    _print(f"run: {summary['run_dir']}\nreport: {summary['report_dir']}")
-    if json_:
-        emit_json(summary)
-
-
-def run_pipeline_command(stocks, pairs, config, set_, out, source, data_dir, start, end, steps, device, seed,
-                         forecast_backend, json_, quiet, **_):
-    from hftraining.cli import build_config, emit_json
-    from hftraining.portfolio import run_portfolio  # noqa: F401  (a broken import fails before hours of training)
-
-    groups = parse_groups(pairs)
-    cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
-                       symbols=parse_symbols(stocks))
-    trainer = BaseModelTrainer(cfg.data.symbols, cfg, progress=not quiet)
-    result = trainer.run_complete_pipeline(pair_symbols=groups)
-    _print("\n" + format_report(trainer.pipeline_run.report))
-    _print(f"base: {result['base']}\nreport: {result['report']}\n"
-           + "\n".join(f"portfolio {name}: {p['run_dir']}" for name, p in result["portfolios"].items()))
-    if json_:
-        emit_json(result)
 
 
 # The guide's `python base_model_trainer.py --base-stocks ...` is `hftrain base --base-stocks ...`.

@@ -1,4 +1,4 @@
-"""`hftrain`: parse the command line, build the config, dispatch to library functions. No work lives here.
+"""`hftrain`: parse the command line and call the commands layer (hftraining.commands). No work lives here.
 
 Mistakes the user can fix (a bad flag, config, data file or symbol) print one line on stderr and
 exit with code 2; `--debug` shows the traceback instead.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import importlib
-import json
 import logging
 import os
 import sys
@@ -50,57 +49,26 @@ NprocOpt = typer.Option(None, "--nproc", help="Train data-parallel on N processe
                                              "re-runs the command under torchrun (DDP).")
 
 
-def build_config(config: Optional[Path], set_: Optional[List[str]], out: Optional[Path], source: Optional[str],
-                 data_dir: Optional[Path], start: Optional[str], end: Optional[str], steps: Optional[int],
-                 device: Optional[str], seed: Optional[int], forecast_backend: Optional[str] = None,
-                 symbols: Optional[list[str]] = None, extra: Optional[dict] = None):
-    from hftraining.config import load_config
+def _options(config: Optional[Path] = None, set_: Optional[List[str]] = None, out: Optional[Path] = None,
+             source: Optional[str] = None, data_dir: Optional[Path] = None, start: Optional[str] = None,
+             end: Optional[str] = None, steps: Optional[int] = None, device: Optional[str] = None,
+             seed: Optional[int] = None, forecast_backend: Optional[str] = None):
+    from hftraining.commands.common import ConfigOptions
 
-    if source is None and data_dir is not None:
-        source = "csv"
-    updates = {
-        "paths.root": str(out) if out else None, "data.source": source,
-        "data.data_dir": str(data_dir) if data_dir else None, "data.start": start, "data.end": end,
-        "training.max_steps": steps, "training.device": device, "training.seed": seed,
-        "data.forecast_backend": forecast_backend, "data.symbols": symbols, **(extra or {}),
-    }
-    try:
-        cfg = load_config(config, set_, updates)
-    except UserError as exc:
-        if steps is None or "training.warmup_steps" not in str(exc):
-            raise
-        # --steps below the configured warmup: shrink the warmup (as below) rather than refuse the flag
-        cfg = load_config(config, set_, {**updates, "training.warmup_steps": max(0, steps // 10)})
-    if steps is not None and cfg.training.warmup_steps >= steps:
-        cfg.training.warmup_steps = max(0, steps // 10)
-    if steps is not None and cfg.training.eval_every > steps:
-        cfg.training.eval_every = steps
-    return cfg
+    return ConfigOptions(config, list(set_) if set_ else None, out, source, data_dir, start, end, steps, device, seed,
+                         forecast_backend)
 
 
-def emit_json(summary: dict) -> None:
-    sys.stdout.write(json.dumps(summary, default=str) + "\n")
-    sys.stdout.flush()
+def _relaunch_under_torchrun(nproc: Optional[int], device: Optional[str]) -> None:
+    """`--nproc N` (N > 1): run this same command line under torchrun instead, and exit with its code."""
+    if nproc is not None and nproc > 1:
+        from hftraining.distributed import relaunch
 
-
-def _symbols(values: Optional[List[str]]) -> list[str]:
-    from hftraining.layout import parse_symbols
-
-    return parse_symbols(values or [])
+        raise typer.Exit(relaunch(STATE["argv"], nproc, device or "auto"))
 
 
 StocksFileOpt = typer.Option(None, "--stocks-file", help="File of tickers, one per line (# comments); "
                                                          "adds to --stocks.")
-
-
-def _universe(stocks: Optional[List[str]], stocks_file: Optional[Path], command: str) -> list[str]:
-    """--stocks and --stocks-file together; neither is a one-line error."""
-    from hftraining.data.universe import universe_symbols
-
-    symbols = universe_symbols(stocks, stocks_file)
-    if not symbols:
-        raise UserError(f"hftrain {command}: no stocks given; use --stocks AAPL MSFT ... or --stocks-file FILE")
-    return symbols
 
 
 # --- training commands -------------------------------------------------------------------------
@@ -122,61 +90,15 @@ def single(
     nproc: Optional[int] = NprocOpt,
 ):
     """Train one stock: data -> features -> model -> profit objective -> validation -> test report."""
-    from hftraining.distributed import is_main_process, relaunch
-    from hftraining.train_with_profit import print_summary, run_single
+    from hftraining.commands import single as command
 
-    if nproc is not None and nproc > 1:
-        if walk_forward or seeds:
-            raise UserError("--nproc cannot be combined with --walk-forward or --seeds yet")
-        raise typer.Exit(relaunch(STATE["argv"], nproc, device or "auto"))
-    if walk_forward or seeds or retrain_every is not None or walk_forward_window is not None:
-        _single_variant(stock, resume, walk_forward, retrain_every, walk_forward_window, seeds, seed, quiet, json_,
-                        build_config(config, set_, out, source, data_dir, start, end, steps, device, seed,
-                                     forecast_backend, symbols=_symbols([stock])))
-        return
-    if resume is not None:
-        from hftraining.config import load_config
-
-        if not (resume / "config.yaml").is_file():
-            raise UserError(f"--resume {resume}: not a run folder (no config.yaml)")
-        cfg = load_config(resume / "config.yaml", set_)
-        parts = resume.resolve().parts
-        if "models" in parts:       # the run's own output root, whatever the current directory is
-            cfg.paths.root = str(Path(*parts[: len(parts) - 1 - parts[::-1].index("models")]))
-        stock = cfg.data.symbols[0]
-    else:
-        cfg = build_config(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend,
-                           symbols=_symbols([stock]))
-    run = run_single(cfg.data.symbols[0] if resume else stock, cfg, resume=resume, progress=not quiet)
-    if not is_main_process():                       # under torchrun rank 0 alone prints
-        return
-    print_summary(run)
-    if json_:
-        emit_json(run.summary)
-
-
-def _single_variant(stock, resume, walk_forward, retrain_every, window, seeds, seed, quiet, json_, cfg) -> None:
-    """`single --walk-forward ...` or `single --seeds ...`: check the combination, dispatch."""
-    if not walk_forward and (retrain_every is not None or window is not None):
-        raise UserError("--retrain-every and --walk-forward-window need --walk-forward")
-    if resume is not None:
-        raise UserError("--resume continues one run; it cannot be combined with --walk-forward or --seeds")
-    if walk_forward and seeds:
-        raise UserError("--walk-forward and --seeds cannot be combined yet; run one walk-forward per --seed")
-    if seeds and seed is not None:
-        raise UserError("--seed and --seeds cannot be combined; use --seeds alone")
-    if walk_forward:
-        from hftraining.walk_forward import print_walk_forward, run_walk_forward
-
-        result = run_walk_forward(stock, cfg, retrain_every or 252, window or "expanding", progress=not quiet)
-        print_walk_forward(result)
-    else:
-        from hftraining.seeds import print_seeds, run_seeds
-
-        result = run_seeds(stock, cfg, seeds, progress=not quiet)
-        print_seeds(result)
-    if json_:
-        emit_json(result.summary)
+    if nproc is not None and nproc > 1 and (walk_forward or seeds):
+        raise UserError("--nproc cannot be combined with --walk-forward or --seeds yet")
+    _relaunch_under_torchrun(nproc, device)
+    command.single(stock, _options(config, set_, out, source, data_dir, start, end, steps, device, seed,
+                                   forecast_backend), resume=resume, walk_forward=walk_forward,
+                   retrain_every=retrain_every, walk_forward_window=walk_forward_window, seeds=seeds, json_=json_,
+                   quiet=quiet)
 
 
 @app.command()
@@ -197,40 +119,11 @@ def study(
     quiet: bool = QuietOpt,
 ):
     """One config over many tickers: test net Sharpe vs buy-and-hold, momentum (and the oracle), with a DSR."""
-    from hftraining.data.universe import read_stocks_file
-    from hftraining.study import format_study, run_study
+    from hftraining.commands import single as command
 
-    symbols = _symbols(stocks) + (read_stocks_file(stocks_file) if stocks_file else [])
-    groups = None
-    if mode == "portfolio" or pairs:
-        groups, symbols = study_groups(pairs, mode, symbols)
-    if not symbols:
-        raise UserError("hftrain study: no stocks given; use --stocks AAPL MSFT ... or --stocks-file FILE")
-    if walk_forward:
-        if mode not in ("single", "walk_forward"):
-            raise UserError(f"--walk-forward and --mode {mode} cannot be combined")
-        mode = "walk_forward"
-    if seeds and seed is not None:
-        raise UserError("--seed and --seeds cannot be combined; use --seeds alone")
-    portfolio_steps = {"portfolio.max_steps": steps} if groups else None      # --steps: the policy's steps
-    cfg = build_config(config, set_, out, source, data_dir, start, end, None if groups else steps, device, seed,
-                       forecast_backend, symbols=list(dict.fromkeys(symbols)), extra=portfolio_steps)
-    result = run_study(cfg.data.symbols, cfg, mode, seeds or [cfg.training.seed], retrain_every,
-                       progress=not quiet, groups=groups)
-    sys.stdout.write(format_study(result) + "\n")
-    if json_:
-        emit_json(result.summary)
-
-
-def study_groups(pairs, mode: str, stocks: list[str]) -> tuple[list[list[str]], list[str]]:
-    """`hftrain study --mode portfolio --pairs A,B --pairs C,D,E`: the groups, and their symbols in order."""
-    from hftraining.layout import parse_symbols
-    from hftraining.study import portfolio_groups
-
-    if stocks:
-        raise UserError("hftrain study --mode portfolio: give the groups with --pairs, not --stocks")
-    groups = portfolio_groups([parse_symbols(p) for p in pairs or []], mode)
-    return groups, list(dict.fromkeys(s for g in groups for s in g))
+    command.study(stocks, stocks_file, mode, pairs, seeds, walk_forward, retrain_every,
+                  _options(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend),
+                  json_=json_, quiet=quiet)
 
 
 @app.command()
@@ -247,21 +140,10 @@ def forecast(
                               "RANK/WORLD_SIZE), to spread them over GPUs or machines sharing --out."),
 ):
     """Precompute forecast features into the cache and report windows, seconds and cache hits."""
-    from hftraining.forecast_command import run_forecast
+    from hftraining.commands import data as command
 
-    extra = {}
-    chosen = backend
-    if model is not None:
-        if chosen is None:
-            raise UserError("--model needs --backend (toto or chronos)")
-        extra["data.toto_model_id" if chosen == "toto" else "data.chronos_model_id"] = model
-    if device is not None and chosen in ("toto", "chronos"):
-        extra[f"data.{chosen}_device"] = device
-    cfg = build_config(config, set_, out, source, data_dir, start, end, None, None, None, chosen,
-                       symbols=_universe(stocks, stocks_file, "forecast"), extra=extra)
-    summary = run_forecast(cfg, shard=shard)
-    if json_:
-        emit_json(summary)
+    command.forecast(stocks, stocks_file, _options(config, set_, out, source, data_dir, start, end, device=device),
+                     backend=backend, model=model, shard=shard, json_=json_)
 
 
 @app.command()
@@ -280,15 +162,13 @@ def base(
     quiet: bool = QuietOpt, nproc: Optional[int] = NprocOpt,
 ):
     """Train one base model on many stocks, then fine-tune it per stock."""
-    if nproc is not None and nproc > 1:
-        from hftraining.distributed import relaunch
+    _relaunch_under_torchrun(nproc, device)
+    from hftraining.commands import base as command
 
-        raise typer.Exit(relaunch(STATE["argv"], nproc, device or "auto"))
-    from hftraining.base_model_trainer import run_base_command
-
-    if stocks_file is not None:
-        stocks = _universe(stocks, stocks_file, "base")
-    run_base_command(**locals())
+    command.base(stocks, stocks_file, _options(config, set_, out, source, data_dir, start, end, steps, device, seed,
+                                               forecast_backend),
+                 finetune=finetune, base_steps=base_steps, finetune_epochs=finetune_epochs, batch_size=batch_size,
+                 compare_single=compare_single, json_=json_, quiet=quiet)
 
 
 @app.command(name="finetune")
@@ -303,13 +183,11 @@ def finetune_cmd(
     nproc: Optional[int] = NprocOpt,
 ):
     """Fine-tune a base model on one stock."""
-    if nproc is not None and nproc > 1:
-        from hftraining.distributed import relaunch
+    _relaunch_under_torchrun(nproc, device)
+    from hftraining.commands import base as command
 
-        raise typer.Exit(relaunch(STATE["argv"], nproc, device or "auto"))
-    from hftraining.base_model_trainer import run_finetune_command
-
-    run_finetune_command(**locals())
+    command.finetune(stock, base_run, _options(config, set_, out, source, data_dir, start, end, steps, device, seed),
+                     epochs=epochs, json_=json_, quiet=quiet)
 
 
 @app.command()
@@ -327,16 +205,12 @@ def portfolio(
         None, "--walk-forward-window", help="Walk-forward training window: expanding (default) or rolling."),
 ):
     """Learn softmax allocations over each group of assets, rebalanced every horizon."""
-    if walk_forward:
-        from hftraining.walk_forward import run_portfolio_walk_forward_command
+    from hftraining.commands import portfolio as command
 
-        run_portfolio_walk_forward_command(**locals())
-        return
-    if retrain_every is not None or walk_forward_window is not None:
-        raise UserError("--retrain-every and --walk-forward-window need --walk-forward")
-    from hftraining.portfolio import run_portfolio_command
-
-    run_portfolio_command(**locals())
+    command.portfolio(pairs, _options(config, set_, out, source, data_dir, start, end, steps, device, seed,
+                                      forecast_backend),
+                      base_run=base_run, walk_forward=walk_forward, retrain_every=retrain_every,
+                      walk_forward_window=walk_forward_window, json_=json_, quiet=quiet)
 
 
 @app.command()
@@ -351,10 +225,12 @@ def pipeline(
     quiet: bool = QuietOpt,
 ):
     """Base model -> fine-tune per stock -> portfolio over the pairs."""
-    from hftraining.base_model_trainer import run_pipeline_command
+    from hftraining.commands import base as command
+    from hftraining.commands.common import universe
 
-    stocks = _universe(stocks, stocks_file, "pipeline")
-    run_pipeline_command(**locals())
+    command.pipeline(universe(stocks, stocks_file, "pipeline"), pairs,
+                     _options(config, set_, out, source, data_dir, start, end, steps, device, seed, forecast_backend),
+                     json_=json_, quiet=quiet)
 
 
 @app.command()
@@ -367,9 +243,10 @@ def backtest(
     end: Optional[str] = EndOpt, device: Optional[str] = DeviceOpt, json_: bool = JsonOpt,
 ):
     """Run a trained model over chosen dates with the ProfitTracker and write a report."""
-    from hftraining.backtest import run_backtest_command
+    from hftraining.commands import evaluate as command
 
-    run_backtest_command(**locals())
+    command.backtest(model, stock=stock, cost_bps=cost_bps, config=config, set_=set_, out=out, source=source,
+                     data_dir=data_dir, start=start, end=end, device=device, json_=json_)
 
 
 @app.command()
@@ -382,9 +259,10 @@ def ensemble(
     device: Optional[str] = DeviceOpt, json_: bool = JsonOpt,
 ):
     """Average the positions of several runs (same features) and compare the ensemble with each member."""
-    from hftraining.ensemble import run_ensemble_command
+    from hftraining.commands import evaluate as command
 
-    run_ensemble_command(**locals())
+    command.ensemble(models, stock=stock, out=out, source=source, data_dir=data_dir, start=start, end=end,
+                     device=device, json_=json_)
 
 
 @app.command()
@@ -401,9 +279,9 @@ def paper(
     out: Optional[Path] = OutOpt, json_: bool = JsonOpt,
 ):
     """Paper-trade a run on bars arriving one at a time; resumable. No broker: no orders are ever sent."""
-    from hftraining.paper import run_paper_command
+    from hftraining.commands import evaluate as command
 
-    run_paper_command(**locals())
+    command.paper(model, feed, stock=stock, speed=speed, state=state, start=start, out=out, json_=json_)
 
 
 @app.command()
@@ -412,20 +290,12 @@ def report(
     json_: bool = JsonOpt,
 ):
     """Write report.html: metrics vs baselines, curves, significance, cost sensitivity, provenance."""
-    from hftraining.html_report import run_report_command
+    from hftraining.commands import evaluate as command
 
-    run_report_command(run_dir=run_dir, json_=json_)
+    command.report(run_dir, json_=json_)
 
 
 # --- data and config ---------------------------------------------------------------------------
-
-def _load_for_data(stocks, out, source, data_dir, start, end, config=None, set_=None):
-    from hftraining.data.universe import load_universe_bars
-
-    cfg = build_config(config, set_, out, source, data_dir, start, end, None, None, None,
-                       symbols=_symbols(stocks))
-    return list(load_universe_bars(cfg.data.symbols, cfg, progress=len(cfg.data.symbols) > 1).items())
-
 
 @data_app.command("fetch")
 def data_fetch(stocks: List[str] = typer.Option(None, "--stocks"), stocks_file: Optional[Path] = StocksFileOpt,
@@ -433,16 +303,10 @@ def data_fetch(stocks: List[str] = typer.Option(None, "--stocks"), stocks_file: 
                source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
                start: Optional[str] = StartOpt, end: Optional[str] = EndOpt, json_: bool = JsonOpt):
     """Download (or load) bars into the raw cache and say what was stored."""
-    from hftraining.data.bars import summarize
+    from hftraining.commands import data as command
 
-    rows = {symbol: {**summarize(bars), "origin": bars.attrs.get("origin")}
-            for symbol, bars in _load_for_data(_universe(stocks, stocks_file, "data fetch"), out,
-                                               source or "yahoo", data_dir, start, end)}
-    for symbol, info in rows.items():
-        typer.echo(f"{symbol}: {info['rows']} bars {info['first_date']} .. {info['last_date']} ({info['origin']})",
-                   err=True)
-    if json_:
-        emit_json(rows)
+    command.data_fetch(stocks, stocks_file, _options(out=out, source=source, data_dir=data_dir, start=start, end=end),
+                       json_=json_)
 
 
 @data_app.command("validate")
@@ -451,14 +315,10 @@ def data_validate(stocks: List[str] = typer.Option(None, "--stocks"), stocks_fil
                   source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
                   start: Optional[str] = StartOpt, end: Optional[str] = EndOpt, json_: bool = JsonOpt):
     """Check bars (dates, prices, OHLC consistency) and print a summary per symbol."""
-    from hftraining.data.bars import summarize
+    from hftraining.commands import data as command
 
-    rows = {symbol: summarize(bars) for symbol, bars in
-            _load_for_data(_universe(stocks, stocks_file, "data validate"), out, source, data_dir, start, end)}
-    for symbol, info in rows.items():
-        typer.echo(f"{symbol}: ok, " + ", ".join(f"{k}={v}" for k, v in info.items()), err=True)
-    if json_:
-        emit_json(rows)
+    command.data_validate(stocks, stocks_file,
+                          _options(out=out, source=source, data_dir=data_dir, start=start, end=end), json_=json_)
 
 
 @data_app.command("show")
@@ -466,12 +326,9 @@ def data_show(stock: str = typer.Option(..., "--stock", "-s"), rows: int = typer
               out: Optional[Path] = OutOpt, source: Optional[str] = SourceOpt,
               data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt, end: Optional[str] = EndOpt):
     """Print the last bars of a symbol and its causal features."""
-    from hftraining.data.features import compute_features
+    from hftraining.commands import data as command
 
-    [(symbol, bars)] = _load_for_data([stock], out, source, data_dir, start, end)
-    typer.echo(f"{symbol}: {bars.attrs.get('origin')}")
-    typer.echo(bars.tail(rows).to_string())
-    typer.echo(compute_features(bars).tail(rows).round(4).to_string())
+    command.data_show(stock, rows, _options(out=out, source=source, data_dir=data_dir, start=start, end=end))
 
 
 @config_app.command("show")
@@ -479,23 +336,17 @@ def config_show(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = 
                 describe: bool = typer.Option(False, "--describe",
                                               help="List every key with its default and meaning.")):
     """Print the resolved config (file + overrides) as YAML."""
-    from hftraining.config import describe_fields, load_config, to_yaml
+    from hftraining.commands import data as command
 
-    if describe:
-        for key, default, text in describe_fields():
-            typer.echo(f"{key:40} {default:28} {text}")
-        return
-    typer.echo(to_yaml(load_config(config, set_)), nl=False)
+    command.config_show(config, set_, describe=describe)
 
 
 @config_app.command("validate")
 def config_validate(paths: List[Path] = typer.Argument(..., help="YAML files to check.")):
     """Validate config files; the first problem is reported with its dotted key."""
-    from hftraining.config import load_config
+    from hftraining.commands import data as command
 
-    for path in paths:
-        load_config(path)
-        typer.echo(f"{path}: ok", err=True)
+    command.config_validate(paths)
 
 
 # --- entry point -------------------------------------------------------------------------------

@@ -147,6 +147,17 @@ class TrackerConfig(Section):
         None, gt=0, lt=1, description="Exit when price moves this fraction against entry.")
     take_profit: Optional[float] = Field(None, gt=0, description="Exit when price moves this fraction in favour.")
 
+    @property
+    def cost_per_turnover(self) -> float:
+        """What one unit of turnover costs (commission + slippage), as a fraction of the traded notional."""
+        return self.commission + self.slippage
+
+    def with_cost_bps(self, bps: float) -> "TrackerConfig":
+        """A copy whose commission + slippage total `bps`, split in the configured proportion."""
+        total, rate = self.cost_per_turnover, bps / 1e4
+        commission = self.commission * rate / total if total > 0 else rate
+        return self.model_copy(update={"commission": commission, "slippage": rate - commission})
+
 
 class PortfolioRLConfig(Section):
     include_cash: bool = Field(True, description="Add a cash asset the policy may hold.")
@@ -214,7 +225,56 @@ class Config(Section):
             value = getattr(self.data, name)
             if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
                 raise ValueError(f"data.{name} must be a date YYYY-MM-DD, got {value!r}")
+        if self.cost_mismatch():
+            raise ValueError(self.cost_mismatch())
         return self
+
+    def cost_mismatch(self) -> Optional[str]:
+        """Why training and evaluation would charge different costs per unit of turnover (invariant 4), or None.
+
+        Training charges profit.transaction_cost_bps, the tracker charges commission + slippage: one cost,
+        written twice, so the two must agree.
+        """
+        evaluated = self.cost_per_turnover * 1e4
+        if abs(evaluated - self.profit.transaction_cost_bps) <= 1e-6:
+            return None
+        return (f"profit.transaction_cost_bps ({self.profit.transaction_cost_bps:g}) must equal (tracker.commission + "
+                f"tracker.slippage) * 1e4 = {evaluated:g} bps: training and evaluation charge one cost; set both")
+
+    def check_costs(self) -> None:
+        """The mismatch as one UserError line (fields assigned in Python are checked when a run starts)."""
+        if self.cost_mismatch():
+            raise UserError(self.cost_mismatch())
+
+    def with_cost_bps(self, bps: float) -> "Config":
+        """A copy charging `bps` per unit of turnover everywhere: profit.transaction_cost_bps and the tracker's
+        commission + slippage (split in the configured proportion)."""
+        cfg = self.model_copy(deep=True)
+        cfg.profit.transaction_cost_bps = bps
+        cfg.tracker = cfg.tracker.with_cost_bps(bps)
+        return cfg
+
+    def with_steps(self, steps: int, evaluations: Optional[int] = None) -> "Config":
+        """A copy whose training schedule fits `steps` optimizer steps: the one rule every stage uses.
+
+        max_steps = steps; warmup_steps = min(warmup_steps, steps // 10); eval_every = min(eval_every, steps,
+        ceil(steps / evaluations)) (at least `evaluations` validations when given); checkpoint_every =
+        min(checkpoint_every, steps). Used by `--steps`, fine-tunes, the Python API, base runs and portfolios.
+        """
+        if steps < 1:
+            raise UserError(f"--steps {steps}: must be at least 1")
+        cfg = self.model_copy(deep=True)
+        t = cfg.training
+        t.warmup_steps = min(t.warmup_steps, steps // 10)
+        t.max_steps = steps
+        t.eval_every = min(t.eval_every, steps, -(-steps // evaluations) if evaluations else steps)
+        t.checkpoint_every = min(t.checkpoint_every, steps)
+        return cfg
+
+    @property
+    def cost_per_turnover(self) -> float:
+        """What one unit of turnover costs in evaluation (tracker commission + slippage), as a fraction."""
+        return self.tracker.cost_per_turnover
 
 
 # --- YAML loading -----------------------------------------------------------------------------

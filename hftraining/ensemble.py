@@ -26,7 +26,6 @@ from hftraining.errors import UserError
 from hftraining.evaluation import model_positions, simulate
 from hftraining.layout import Layout, new_run_id, normalize_symbol
 from hftraining.model import AllocationTransformer, build_model
-from hftraining.report import format_table
 from hftraining.trials import TrialScope, register_trial
 
 log = logging.getLogger("hftraining")
@@ -86,7 +85,7 @@ def load_members(paths: Sequence[str | Path], device: torch.device | str = "cpu"
 
 def _forecast_used(run: ckpt.RunFiles) -> str:
     """The forecaster the run's features came from (after any fallback), else the one its config asks for."""
-    from hftraining.backtest import forecast_backend_used
+    from hftraining.replay import forecast_backend_used
 
     return forecast_backend_used(run.metadata) or run.config.data.resolved_forecast_backend
 
@@ -123,7 +122,7 @@ def decision_range(panel: Panel, members: list[Member], start: Optional[str], en
 
 def in_sample_members(panel: Panel, members: list[Member], decisions: range) -> list[str]:
     """Members whose training or validation dates overlap the decision range, as text."""
-    from hftraining.backtest import in_sample_overlap
+    from hftraining.replay import in_sample_overlap
 
     first, last = panel.date_str(decisions.start), panel.date_str(decisions.stop - 1)
     out = []
@@ -148,7 +147,7 @@ def panel_config(member: Member, symbol: str, out: Optional[Path], source: Optio
 
     data.end is cleared: --end selects decisions after featurising, it does not cut bars (as in backtest).
     """
-    from hftraining.backtest import _output_root
+    from hftraining.replay import output_root
 
     cfg = member.run.config.model_copy(deep=True)
     cfg.data.forecast_backend = _forecast_used(member.run)        # the features the weights learned from
@@ -159,7 +158,7 @@ def panel_config(member: Member, symbol: str, out: Optional[Path], source: Optio
         cfg.data.source = source or "csv"
     elif source is not None:
         cfg.data.source = source
-    cfg.paths.root = str(_output_root(member.run.path, out, cfg))
+    cfg.paths.root = str(output_root(member.run.path, out, cfg))
     return cfg
 
 
@@ -216,7 +215,7 @@ def run_ensemble(models: Sequence[str | Path], stock: Optional[str] = None, star
         log.warning("IN SAMPLE: ensemble range %s .. %s overlaps %s", panel.date_str(decisions.start),
                     panel.date_str(decisions.stop - 1), "; ".join(inside))
 
-    from hftraining.backtest import evaluate_and_report
+    from hftraining.report import evaluate_and_report
 
     tracker, ppy = cfg.tracker, cfg.data.periods_per_year
     per_member = {m.name: member_positions(m, own, s, on_panel(own, panel, decisions))
@@ -243,30 +242,3 @@ def run_ensemble(models: Sequence[str | Path], stock: Optional[str] = None, star
                "significance": report.get("significance"), "cost_sensitivity": report.get("cost_sensitivity")}
     table = {"ensemble": report["model"], **members_metrics, **others}
     return EnsembleResult(run_id, report_dir, summary, table)
-
-
-def print_ensemble(result: EnsembleResult, console=None) -> None:
-    from rich.console import Console
-
-    console = console or Console(stderr=True)
-    s = result.summary
-    flag = "  [bold yellow]IN SAMPLE[/]" if s["in_sample"] else ""
-    console.print(f"\n[bold]ensemble of {len(s['members'])} on {s['symbol']}[/] {s['start']} .. {s['end']} "
-                  f"({s['bars']} bars, {s['range_from']}, net of costs){flag}")
-    console.print(format_table(result.table), markup=False, highlight=False, soft_wrap=True)
-    if s.get("significance"):
-        from hftraining.backtest import significance_line
-
-        console.print(significance_line({"significance": s["significance"],
-                                         "cost_sensitivity": s["cost_sensitivity"]}), markup=False, highlight=False)
-    console.print(f"report: {result.report_dir}")
-
-
-def run_ensemble_command(models, stock, out, source, data_dir, start, end, device, json_, **_) -> None:
-    """CLI glue for `hftrain ensemble` (cli.py only parses)."""
-    from hftraining.cli import emit_json
-
-    result = run_ensemble(models or [], stock, start, end, out, source, data_dir, device=device or "cpu")
-    print_ensemble(result)
-    if json_:
-        emit_json(result.summary)

@@ -16,16 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from hftraining import checkpoint as ckpt
 from hftraining import distributed
+from hftraining.base_dates import splits_by_dates
 from hftraining.config import Config, load_config
 from hftraining.data.panel import Panel, Splits, build_panel, fingerprint
 from hftraining.errors import UserError
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
 from hftraining.model import AllocationTransformer, build_model
-from hftraining.train_with_profit import Prepared, run_metadata
+from hftraining.prepare import Prepared, run_metadata
 from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
 
 log = logging.getLogger("hftraining")
@@ -46,14 +45,8 @@ FINETUNE_EVALUATIONS = 4
 
 
 def with_schedule(config: Config, steps: int, evaluations: int | None = None) -> Config:
-    """A copy of `config` whose schedule (warmup, evaluations, checkpoints) fits `steps` optimizer steps."""
-    cfg = config.model_copy(deep=True)
-    t = cfg.training
-    t.warmup_steps = min(t.warmup_steps, steps // 10)
-    t.max_steps = steps
-    t.eval_every = min(t.eval_every, steps, math.ceil(steps / evaluations) if evaluations else steps)
-    t.checkpoint_every = min(t.checkpoint_every, steps)
-    return cfg
+    """A copy of `config` whose schedule fits `steps` optimizer steps: `Config.with_steps`, the one rule."""
+    return config.with_steps(steps, evaluations)
 
 
 def finetune_steps(epochs: float, n_windows: int, batch_size: int) -> int:
@@ -113,27 +106,6 @@ def symbol_panel(panel: Panel, symbol: str) -> Panel:
         returns=panel.returns[:, s:s + 1], data_origin={symbol: panel.data_origin.get(symbol, "")},
         data_source={symbol: panel.data_source.get(symbol, "")},
         forecast={symbol: panel.forecast.get(symbol, {})})
-
-
-def splits_by_dates(panel: Panel, spans: dict, context_length: int) -> Splits:
-    """The base run's train/val/test date spans located in this panel's dates."""
-    symbol = ", ".join(panel.symbols)
-    dates = panel.dates
-    ranges = {}
-    for name in ("train", "val", "test"):
-        start = np.searchsorted(dates, np.datetime64(spans[name]["start"]), side="left")
-        stop = np.searchsorted(dates, np.datetime64(spans[name]["end"]) + np.timedelta64(1, "D"), side="left")
-        if name == "train":
-            start = max(int(start), context_length - 1)
-        ranges[name] = range(int(start), int(stop))
-        if len(ranges[name]) == 0:
-            raise UserError(f"{symbol}: no bars in the base run's {name} dates "
-                            f"{spans[name]['start']} .. {spans[name]['end']}; load data covering them")
-    if ranges["test"].stop > panel.n_time - 1:
-        raise UserError(f"{symbol}: data ends {panel.date_str(panel.n_time - 1)}, before the base run's test "
-                        f"range ends ({spans['test']['end']}); load data covering it")
-    return Splits(train=ranges["train"], val=ranges["val"], test=ranges["test"],
-                  embargo=int(spans["embargo"]))
 
 
 def load_stock(symbol: str, config: Config, base_meta: dict, progress: bool = True) -> tuple[Panel, Splits]:

@@ -551,6 +551,16 @@ def write_html_report(report_dir: Path, run_dir: Path | None = None,
     return atomic.write_text(Path(report_dir) / REPORT, page)
 
 
+def write_report_html(report_dir: Path, run_dir: Path) -> str | None:
+    """report.html at the end of a run; a rendering failure warns instead of losing the finished run."""
+    try:
+        return str(write_html_report(report_dir, run_dir))
+    except Exception as exc:  # noqa: BLE001 - the metrics and weights are already saved
+        log.warning("report.html not written (%s: %s); retry with: hftrain report %s", type(exc).__name__, exc,
+                    run_dir)
+        return None
+
+
 def resolve_report_dir(path: Path) -> tuple[Path, Path | None]:
     """(report folder, run folder) from either a report folder or a run folder."""
     path = Path(path)
@@ -565,17 +575,3 @@ def resolve_report_dir(path: Path) -> tuple[Path, Path | None]:
             return report_dir, path
         raise UserError(f"{path}: this run has no test report yet (status {meta.get('status', 'unknown')})")
     raise UserError(f"{path}: neither a run folder (metadata.json) nor a report folder (metrics.json)")
-
-
-def run_report_command(run_dir: Path, json_: bool = False, **_) -> Path:
-    """`hftrain report RUN_DIR`: (re)write report.html and print where it is."""
-    report_dir, model_dir = resolve_report_dir(run_dir)
-    path = write_html_report(report_dir, model_dir)
-    import sys
-
-    sys.stderr.write(f"report: {path}\n")
-    if json_:
-        from hftraining.cli import emit_json
-
-        emit_json({"report_html": str(path), "report_dir": str(report_dir)})
-    return path

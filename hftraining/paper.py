@@ -33,13 +33,13 @@ import torch
 
 from hftraining import atomic
 from hftraining import checkpoint as ckpt
-from hftraining.backtest import _output_root, pin_forecast_backend
 from hftraining.data.bars import COLUMNS
 from hftraining.data.features import adjusted_ohlc
 from hftraining.data.panel import assemble_panel, symbol_frame
 from hftraining.errors import UserError
 from hftraining.evaluation import predict_positions
 from hftraining.layout import Layout, normalize_symbol
+from hftraining.replay import output_root, pin_forecast_backend
 from hftraining.sizing import traded_positions
 from hftraining.tracker import ProfitTracker
 
@@ -153,7 +153,7 @@ class LiveTrader:
         self.config = pin_forecast_backend(self.run.config, self.run.metadata)   # the features it learned from
         self.symbol = normalize_symbol(symbol or (self.run.metadata.get("symbols") or [""])[0])
         self.model = model_from_run(self.run, device)
-        self.layout = Layout.at(root or _output_root(self.run.path, None, self.config))
+        self.layout = Layout.at(root or output_root(self.run.path, None, self.config))
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         if start is not None:
@@ -321,22 +321,19 @@ def default_state_dir(root: str | Path, run_id: str, symbol: str) -> Path:
     return Layout.at(root).root / "paper" / run_id / symbol
 
 
-def run_paper_command(model, stock, feed, speed, state, start, out, json_, **_) -> None:
-    """CLI glue for `hftrain paper` (cli.py only parses)."""
-    from hftraining.cli import emit_json
+def open_paper(model: str | Path, stock: Optional[str], feed: str, state: Optional[Path] = None,
+               start: Optional[str] = None, out: Optional[Path] = None) -> tuple[LiveTrader, object]:
+    """The trader of a run (state folder default <out>/paper/<run>/<SYMBOL>) and its feed; a bad --feed fails first.
 
+    On Yahoo without --start and without a saved state, trading starts today: the history is warm-up.
+    """
     run = ckpt.open_run(model)
     symbol = normalize_symbol(stock or (run.metadata.get("symbols") or [""])[0])
-    root = _output_root(run.path, out, run.config)
+    root = output_root(run.path, out, run.config)
     state_dir = Path(state or default_state_dir(root, str(run.metadata.get("run_id") or Path(model).name), symbol))
-    source = open_feed(feed, symbol, run.config.data, Layout.at(root).raw_data)     # a bad --feed fails first
+    source = open_feed(feed, symbol, run.config.data, Layout.at(root).raw_data)
     if feed == "yahoo" and start is None and not (state_dir / STATE).is_file():
         start = datetime.date.today().isoformat()      # live: the history is warm-up, trading starts with the next bar
         log.info("paper %s on yahoo: trading bars from %s on (earlier bars are history; --start to change)",
                  symbol, start)
-    trader = LiveTrader(model, state_dir, symbol, start=start, root=root)
-    summary = run_paper(trader, source, speed=speed)
-    sys.stderr.write(f"paper {symbol}: {summary['bars_traded']} bars traded through {summary['last_date']}, "
-                     f"equity {summary['equity']:,.2f} ({summary['total_return']:+.2%}); state {state_dir}\n")
-    if json_:
-        emit_json(summary)
+    return LiveTrader(model, state_dir, symbol, start=start, root=root), source

@@ -22,32 +22,13 @@ import torch
 
 from hftraining import atomic
 from hftraining import checkpoint as ckpt
-from hftraining.backtest import (
-    _check_features,
-    _output_root,
-    backtest_setup,
-    decision_range,
-    in_sample_overlap,
-    print_backtest_table,
-)
 from hftraining.data.panel import build_panel
-from hftraining.deflated import deflated
 from hftraining.layout import Layout, new_run_id
-from hftraining.portfolio import (
-    TABLE_KEYS,
-    Evaluation,
-    build_policy,
-    rebalance_every,
-    simulate_policy,
-    write_portfolio_report,
-)
-from hftraining.portfolio_sim import PortfolioSim, baselines, simulate_portfolio
-from hftraining.significance import (
-    DEFAULT_COSTS_BPS,
-    cost_sensitivity,
-    probabilistic_sharpe_ratio,
-    significance_summary,
-)
+from hftraining.portfolio_data import rebalance_every
+from hftraining.portfolio_eval import Evaluation, significance_and_costs, simulate_policy, write_portfolio_report
+from hftraining.portfolio_policy import build_policy
+from hftraining.portfolio_sim import PortfolioSim, baselines
+from hftraining.replay import backtest_setup, check_features, decision_range, in_sample_overlap, output_root
 from hftraining.trainer import resolve_device
 from hftraining.trials import TrialScope
 
@@ -90,11 +71,11 @@ def backtest_portfolio(model_dir, start_date=None, end_date=None, cost_bps=None,
                                         data_dir, device)
     symbols = list(run.metadata.get("symbols") or run.scaler.symbols)
 
-    root = _output_root(model_dir, Path(out) if out else None, config)
+    root = output_root(model_dir, Path(out) if out else None, config)
     Layout.at(root).ensure_writable()
     config.paths.root = str(root)
     panel = build_panel(symbols, config, root, progress=False, min_bars=config.data.context_length + 1)
-    _check_features(run, panel)
+    check_features(run, panel)
     decisions = decision_range(panel, config.data.context_length, start, end)
 
     torch_device = resolve_device(config.training.device)
@@ -104,7 +85,7 @@ def backtest_portfolio(model_dir, start_date=None, end_date=None, cost_bps=None,
     x = torch.from_numpy(run.scaler.transform(panel)).to(torch_device)
     returns = np.nan_to_num(panel.returns, nan=0.0)
     every = rebalance_every(config)
-    cost, ppy = config.tracker.commission + config.tracker.slippage, config.data.periods_per_year
+    cost, ppy = config.cost_per_turnover, config.data.periods_per_year
     sim, weights = simulate_policy(policy, x, returns, decisions, every, cost, ppy)
     others = baselines(returns, decisions, every, cost, symbols, ppy)
 
@@ -140,31 +121,3 @@ def backtest_portfolio(model_dir, start_date=None, end_date=None, cost_bps=None,
     summary["report_html"] = str(html_path) if html_path else None
     return PortfolioBacktest(backtest_id, model_dir, report_dir, symbols, first, last, bool(overlap), overlap, sim,
                              weights, others, summary, html_path)
-
-
-def significance_and_costs(sim: PortfolioSim, others: dict[str, PortfolioSim], returns: np.ndarray, cost: float,
-                           ppy: int, trials: TrialScope, seed: int) -> dict:
-    """PSR of every book (added to its metrics), the policy's significance, and its targets re-simulated at other costs.
-
-    returns [N, A] are the decision bars' returns the books were simulated on.
-    """
-    for book in [sim, *others.values()]:
-        book.metrics["psr"] = probabilistic_sharpe_ratio(book.net_returns, 0.0, ppy)
-    n_trials, sharpes = trials.stats(sim.metrics["sharpe_ratio"])      # its own Sharpe is one of the trials'
-    offsets = np.flatnonzero(sim.rebalance)
-    costs = cost_sensitivity(lambda bps: simulate_portfolio(returns, offsets, sim.targets, bps / 1e4, ppy).net_returns,
-                             sorted({*DEFAULT_COSTS_BPS, round(cost * 1e4, 6)}), ppy)
-    significance = significance_summary(sim.net_returns, n_trials, sharpes, ppy, seed=seed)
-    significance["deflated"] = deflated(trials, sim.net_returns, sim.metrics["sharpe_ratio"], ppy)
-    return {"significance": significance, "cost_sensitivity": costs, "cost_per_turnover": cost}
-
-
-def print_portfolio_backtest(result: PortfolioBacktest, console=None) -> None:
-    from rich.console import Console
-
-    console = console or Console(stderr=True)
-    s = result.summary
-    print_backtest_table(console, f"portfolio {s['symbol']} (rebalance every {s['rebalance_every']})", result,
-                         {"policy": s["model"], **s["baselines"]}, TABLE_KEYS)
-    weights = ", ".join(f"{k} {v:.2f}" for k, v in s["mean_weights"].items())
-    console.print(f"mean target weights: {weights}\nreport: {result.html or result.report_dir}")

@@ -1,18 +1,34 @@
 """The test-range report of a run: metrics.json (model vs baselines, same bars and costs) and test_returns.csv.
 
 Every number here comes from decision bars after the validation range and its embargo, which the
-model never trained on and which did not pick its checkpoint.
+model never trained on and which did not pick its checkpoint. `evaluate_and_report` is the one
+evaluation `single`, `backtest`, walk-forwards and ensembles share: simulate, compare with baselines,
+add significance and cost sensitivity, write the files.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from hftraining import atomic
-from hftraining.evaluation import Simulation
+from hftraining.baselines import single_asset_baselines
+from hftraining.config import Config, TrackerConfig
+from hftraining.data.panel import Panel
+from hftraining.deflated import deflated
+from hftraining.evaluation import Simulation, simulate
+from hftraining.html_report import save_series
+from hftraining.metrics import at_volatility
+from hftraining.significance import (
+    DEFAULT_COSTS_BPS,
+    cost_sensitivity,
+    probabilistic_sharpe_ratio,
+    significance_summary,
+)
+from hftraining.trials import TrialScope
 
 
 def _clean(metrics: dict) -> dict:
@@ -65,3 +81,58 @@ def format_table(rows: dict[str, dict], keys: Optional[list[str]] = None) -> str
             cells.append(f"{'n/a':>{w}}" if v is None else f"{v:>{w}.4f}" if isinstance(v, float) else f"{v:>{w}}")
         lines.append(f"{name:<{width}}" + "".join(cells))
     return "\n".join(lines)
+
+
+# --- evaluation shared by `single`, `backtest`, walk-forwards and ensembles ------------------------
+
+def with_cost(tracker: TrackerConfig, bps: float) -> TrackerConfig:
+    """Tracker settings whose commission + slippage total `bps`, split in the configured proportion."""
+    return tracker.with_cost_bps(bps)
+
+
+@dataclass
+class Evaluation:
+    """The model and its baselines on one decision range, and the summary written to metrics.json."""
+
+    model: Simulation
+    baselines: dict[str, Simulation]
+    summary: dict
+
+
+def evaluate_and_report(report_dir: Path, panel: Panel, symbol: int, decisions: range, positions: np.ndarray,
+                        config: Config, info: dict, prefix: str = "", trials: TrialScope | None = None,
+                        extra_baselines: dict[str, Simulation] | None = None) -> Evaluation:
+    """Simulate, compare with baselines, add significance and cost sensitivity, write metrics + series."""
+    ppy = config.data.periods_per_year
+    sim = simulate(panel, symbol, decisions, positions, config.tracker, ppy)
+    baselines = {**single_asset_baselines(panel, symbol, decisions, config.tracker, ppy, config),
+                 **(extra_baselines or {})}
+    for each in [sim, *baselines.values()]:
+        each.metrics["psr"] = probabilistic_sharpe_ratio(each.frame["net_return"].to_numpy(), 0.0, ppy)
+        each.metrics["mean_abs_position"] = float(np.abs(each.frame["position"].to_numpy()[:-1]).mean())
+        each.metrics.update(at_volatility(each.frame["net_return"].to_numpy(), config.profit.sigma_target, ppy))
+    net = sim.frame["net_return"].to_numpy()
+    n_trials, sharpes = trials.stats(sim.metrics["sharpe_ratio"]) if trials else (1, [])
+    current_bps = config.cost_per_turnover * 1e4
+    costs = cost_sensitivity(
+        lambda bps: simulate(panel, symbol, decisions, positions, with_cost(config.tracker, bps), ppy)
+        .frame["net_return"].to_numpy(),
+        sorted({*DEFAULT_COSTS_BPS, round(current_bps, 6)}), ppy)
+    analysis = {"significance": significance_summary(net, n_trials, sharpes, ppy, seed=config.training.seed),
+                "cost_sensitivity": costs, "cost_per_turnover": current_bps / 1e4,
+                "sigma_target": config.profit.sigma_target}
+    if trials:                  # with where N came from, so every rewrite of the report can count again
+        analysis["significance"]["deflated"] = deflated(trials, net, sim.metrics["sharpe_ratio"], ppy)
+    if "oracle" in baselines:
+        analysis["edge_captured"] = edge_captured(sim.metrics["sharpe_ratio"],
+                                                  baselines["oracle"].metrics["sharpe_ratio"])
+    summary = write_test_report(report_dir, sim, baselines, {**info, **analysis}, prefix=prefix)
+    save_series(report_dir, {"model": sim, **baselines}, prefix)
+    return Evaluation(sim, baselines, summary)
+
+
+def edge_captured(model_sharpe: float | None, oracle_sharpe: float | None) -> float | None:
+    """Model Sharpe / oracle Sharpe on the same bars; None when the oracle has no edge to share."""
+    if model_sharpe is None or oracle_sharpe is None or oracle_sharpe <= 0:
+        return None
+    return float(model_sharpe / oracle_sharpe)

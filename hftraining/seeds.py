@@ -96,15 +96,3 @@ def format_seeds_table(result: SeedsResult, keys: Sequence[str] = SHOWN) -> str:
     bh = result.summary["buy_and_hold"] or {}
     lines.append(f"{'buy_and_hold':<{width}}" + "".join(cell(bh.get(k)) for k in keys))
     return "\n".join(lines)
-
-
-def print_seeds(result: SeedsResult, console=None) -> None:
-    from rich.console import Console
-
-    console = console or Console(stderr=True)
-    s = result.summary
-    label = " (SYNTHETIC market)" if s["synthetic"] else ""
-    console.print(f"\n[bold]{s['symbol']}{label}[/] {len(s['seeds'])} seeds, test {s['test_start']} .. "
-                  f"{s['test_end']} (net of costs; rows per seed are test metrics)")
-    console.print(format_seeds_table(result), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"report: {result.report_dir / 'seeds.json'}")

@@ -6,69 +6,24 @@ setup (data, splits, scaler, run folder) -> fit -> test evaluation vs buy-and-ho
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from hftraining import checkpoint as ckpt
 from hftraining import distributed
-from hftraining.backtest import evaluate_and_report, significance_line
 from hftraining.config import Config
-from hftraining.data.panel import Panel, Scaler, Splits, fingerprint, panel_and_splits, symbol_views
+from hftraining.data.panel import Scaler, fingerprint, symbol_views
 from hftraining.errors import UserError
 from hftraining.evaluation import model_positions
+from hftraining.html_report import write_report_html
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
-from hftraining.report import format_table
+from hftraining.prepare import Prepared, prepare, run_metadata
+from hftraining.report import evaluate_and_report
 from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
 from hftraining.trials import TrialScope, register_trial
 
 log = logging.getLogger("hftraining")
-
-
-@dataclass
-class Prepared:
-    """Data side of a run: the panel, its date splits and the scaler fitted on the training range."""
-
-    panel: Panel
-    splits: Splits
-    scaler: Scaler
-
-
-def warn_on_cost_mismatch(config: Config) -> None:
-    """Training and evaluation should charge the same cost per unit of turnover (invariant 4)."""
-    evaluated = (config.tracker.commission + config.tracker.slippage) * 1e4
-    if abs(evaluated - config.profit.transaction_cost_bps) > 1e-9:
-        log.warning("training charges profit.transaction_cost_bps=%g bps per unit turnover but evaluation "
-                    "charges tracker.commission + tracker.slippage = %g bps; set them equal unless intended",
-                    config.profit.transaction_cost_bps, evaluated)
-
-
-def prepare(symbols: list[str], config: Config, progress: bool = True, ragged: bool = False) -> Prepared:
-    """Panel, splits and scaler; `ragged` (base models): each symbol on its own full history, else common dates."""
-    warn_on_cost_mismatch(config)
-    panel, splits = panel_and_splits(symbols, config, Path(config.paths.root), progress=progress, ragged=ragged)
-    return Prepared(panel, splits, Scaler.fit(panel, splits.train))
-
-
-def run_metadata(kind: str, run_id: str, config: Config, prepared: Prepared, **extra) -> dict:
-    panel = prepared.panel
-    return {
-        "run_id": run_id,
-        "kind": kind,
-        "symbols": panel.symbols,
-        "status": "running",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "data": {s: {"source": panel.data_source.get(s), "origin": panel.data_origin.get(s)} for s in panel.symbols},
-        "synthetic": any(src == "synthetic" for src in panel.data_source.values()),
-        "forecast": panel.forecast,
-        "splits": prepared.splits.as_dict(panel),
-        "skipped_symbols": panel.skipped,
-        "n_features": len(panel.feature_names),
-        "feature_names": panel.feature_names,
-        "versions": ckpt.versions(),
-        **extra,
-    }
 
 
 def evaluate_test(fitted, prepared: Prepared, config: Config, report_dir: Path, info: dict,
@@ -161,7 +116,7 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
     info = {"run_id": run_id, "run_dir": str(run_dir), "best_step": result.best_step,
             "forecast_backend": prepared.panel.forecast.get(symbol, {}).get("backend", "none"),
             "synthetic": meta.get("synthetic", False),
-            "cost_per_turnover": config.tracker.commission + config.tracker.slippage}
+            "cost_per_turnover": config.cost_per_turnover}
     test = evaluate_test(result.model, prepared, config, report_dir, info)[symbol]
     ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
                          stopped_early=result.stopped_early, device=result.device, report_dir=str(report_dir),
@@ -205,47 +160,11 @@ def _same_data_as_before(run_dir: Path, meta: dict, prepared: Prepared) -> Prepa
     return Prepared(prepared.panel, prepared.splits, scaler)
 
 
-def write_report_html(report_dir: Path, run_dir: Path) -> Optional[str]:
-    """report.html at the end of a run; a rendering failure warns instead of losing the finished run."""
-    from hftraining.html_report import write_html_report
-
-    try:
-        return str(write_html_report(report_dir, run_dir))
-    except Exception as exc:  # noqa: BLE001 - the metrics and weights are already saved
-        log.warning("report.html not written (%s: %s); retry with: hftrain report %s", type(exc).__name__, exc,
-                    run_dir)
-        return None
-
-
-SUMMARY_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "volatility", "mean_abs_position",
-                "total_return_at_target", "max_drawdown_at_target", "trade_count"]
-
-
-def print_summary(run: SingleRun, console=None) -> None:
-    from rich.console import Console
-
-    console = console or Console(stderr=True)
-    label = " (SYNTHETIC market)" if run.summary["synthetic"] else ""
-    console.print(f"\n[bold]{run.summary['symbol']}{label}[/] test {run.test['test_start']} .. {run.test['test_end']} "
-                  f"({run.test['test_bars']} bars, net of costs, forecaster: {run.summary['forecast_backend']})")
-    console.print(format_table({"model": run.test["model"], **run.test["baselines"]}, SUMMARY_KEYS),
-                  markup=False, highlight=False, soft_wrap=True)
-    console.print(f"(*_at_target: rescaled to {run.test.get('sigma_target', 0.15):.0%} annual volatility; "
-                  "mean_abs_position: average |traded position|)", markup=False, highlight=False)
-    if run.test.get("edge_captured") is not None:
-        console.print(f"edge captured: {run.test['edge_captured']:.2f} of the oracle's Sharpe", markup=False,
-                      highlight=False)
-    console.print(significance_line(run.test), markup=False, highlight=False)
-    console.print(f"run: {run.run_dir}\nreport: {run.summary.get('report_html') or run.report_dir}\n"
-                  f"tensorboard: tensorboard --logdir {run.tensorboard_dir.parent.parent}")
-
-
 def train_single_stock_with_profit(stock: str = "AAPL", config: Optional[Config] = None,
                                    max_steps: Optional[int] = None, progress: bool = True):
     """The guide's API: train one stock and return (model, checkpoint_path)."""
     config = (config or Config()).model_copy(deep=True)
     if max_steps is not None:
-        config.training.max_steps = max_steps
-        config.training.warmup_steps = min(config.training.warmup_steps, max_steps - 1)
+        config = config.with_steps(max_steps)
     run = run_single(stock, config, progress=progress)
     return run.model, run.checkpoint

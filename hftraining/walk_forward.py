@@ -25,14 +25,13 @@ import torch
 
 from hftraining import atomic
 from hftraining import checkpoint as ckpt
-from hftraining.backtest import evaluate_and_report, significance_line
 from hftraining.config import Config
 from hftraining.data.panel import Panel, Scaler, Splits, build_panel, make_splits
 from hftraining.errors import UserError
 from hftraining.evaluation import buy_and_hold, model_positions, simulate
 from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
-from hftraining.report import _clean, format_table
-from hftraining.train_with_profit import Prepared, run_metadata
+from hftraining.prepare import Prepared, run_metadata
+from hftraining.report import _clean, evaluate_and_report
 from hftraining.trainer import TrainingJob, fit, resolve_device
 from hftraining.trials import TrialScope, register_trial
 
@@ -200,23 +199,6 @@ def run_walk_forward(stock: str, config: Config, retrain_every: int = 252, windo
     return WalkForwardResult(group_id, report_dir, results, stitched, summary)
 
 
-def print_walk_forward(result: WalkForwardResult, console=None) -> None:
-    from rich.console import Console
-
-    console = console or Console(stderr=True)
-    s = result.summary
-    label = " (SYNTHETIC market)" if s["synthetic"] else ""
-    console.print(f"\n[bold]{s['symbol']}{label}[/] walk-forward, {s['folds']} folds ({s['window']}, retrain every "
-                  f"{s['retrain_every']} bars): stitched test {s['test_start']} .. {s['test_end']} "
-                  f"({s['test_bars']} bars, net of costs)")
-    rows = {f"fold {r.fold.index} ({len(r.fold.test)} bars)": r.test for r in result.folds}
-    rows.update({"stitched": s["test"], **s["baselines"]})
-    console.print(format_table(rows), markup=False, highlight=False, soft_wrap=True)
-    if s.get("significance"):
-        console.print(significance_line(s), markup=False, highlight=False)
-    console.print(f"report: {result.report_dir}")
-
-
 # --- portfolio groups --------------------------------------------------------------------------------
 
 def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every: int = 252,
@@ -229,15 +211,9 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
     boundaries instead of restarting in cash) against the portfolio baselines on the same bars. Each fold
     scales with the group-pooled scaler of a portfolio run, fitted on that fold's training rows only.
     """
-    from hftraining.portfolio import (
-        Evaluation,
-        open_base,
-        pooled_scaler,
-        rebalance_every,
-        run_prepared,
-        write_portfolio_report,
-    )
-    from hftraining.portfolio_backtest import significance_and_costs
+    from hftraining.portfolio import open_base, run_prepared
+    from hftraining.portfolio_data import pooled_scaler, rebalance_every
+    from hftraining.portfolio_eval import Evaluation, significance_and_costs, write_portfolio_report
     from hftraining.portfolio_sim import baselines, rebalance_offsets, simulate_portfolio
 
     check_options(retrain_every, window)
@@ -270,7 +246,7 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
 
     stitched = range(folds[0].test.start, folds[-1].test.stop)
     returns = np.nan_to_num(panel.returns, nan=0.0)
-    cost, ppy = config.tracker.commission + config.tracker.slippage, config.data.periods_per_year
+    cost, ppy = config.cost_per_turnover, config.data.periods_per_year
     targets = np.concatenate([r.test.targets for r in runs])
     sim = simulate_portfolio(returns[stitched.start:stitched.stop], rebalance_offsets(len(stitched), every),
                              targets, cost, ppy)
@@ -303,23 +279,3 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
     fold_results = [FoldResult(fold, run.summary["run_id"], run.run_dir, run.test.targets, run.fit.best_metrics,
                                run.summary["test"], run.fit.best_step) for fold, run in zip(folds, runs, strict=True)]
     return WalkForwardResult(group_id, report_dir, fold_results, stitched, summary)
-
-
-def run_portfolio_walk_forward_command(pairs, base_run=None, config=None, set_=None, out=None, source=None,
-                                       data_dir=None, start=None, end=None, steps=None, device=None, seed=None,
-                                       forecast_backend=None, json_=False, quiet=False, retrain_every=None,
-                                       walk_forward_window=None, **_) -> list[WalkForwardResult]:
-    """CLI glue for `hftrain portfolio --pairs A,B --walk-forward` (one walk-forward per group)."""
-    from hftraining.cli import emit_json
-    from hftraining.portfolio import group_configs
-
-    results = []
-    for group, group_cfg in group_configs(pairs, config, set_, out, source, data_dir, start, end, steps, device,
-                                          seed, forecast_backend):
-        result = run_walk_forward_portfolio(group, group_cfg, retrain_every or 252, walk_forward_window or "expanding",
-                                            base_run, progress=not quiet)
-        print_walk_forward(result)
-        results.append(result)
-    if json_:
-        emit_json({"runs": [r.summary for r in results]})
-    return results

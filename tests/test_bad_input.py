@@ -274,7 +274,7 @@ def test_bad_set_override(name, root, capsys):
 
 def test_steps_below_the_configured_warmup_is_not_an_error(root, capsys):
     """`--steps 2` with tiny.yaml (warmup 2) shrinks the warmup instead of refusing the flag."""
-    from hftraining.cli import build_config
+    from hftraining.commands.common import build_config
 
     cfg = build_config(Path(TINY), None, root, None, None, None, None, 2, None, None)
     assert cfg.training.max_steps == 2 and cfg.training.warmup_steps == 0

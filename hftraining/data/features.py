@@ -3,13 +3,19 @@
 Every indicator is a trailing rolling or exponentially weighted statistic with a minimum number of
 periods, so the first rows are NaN (dropped later) rather than back-filled from the future.
 Prices are put on the total-return basis first (O/H/L scaled by adj_close/close), so a dividend
-or split never shows up as a return.
+or split never shows up as a return. `symbol_frame` adds one symbol's forecast features and adjusted
+prices: the frame every panel (aligned, ragged, paper trading) is built from.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import numpy as np
 import pandas as pd
+
+from hftraining.config import Config
 
 FEATURE_NAMES = [
     "ret_1", "ret_5", "ret_20", "ret_60",
@@ -82,3 +88,21 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
         "bollinger_b_20": ((close - sma_20) / (2 * std_20.where(std_20 > 0))).fillna(0.0).where(std_20.notna()),
     }, index=bars.index)
     return features[FEATURE_NAMES].astype("float64")
+
+
+def symbol_frame(symbol: str, bars: pd.DataFrame, config: Config, forecast_cache: Optional[Path],
+                 progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Features (+ forecast features) and adjusted prices of one symbol, indexed by date."""
+    features = compute_features(bars)
+    info: dict = {"backend": "none"}
+    backend = config.data.resolved_forecast_backend
+    if backend != "none":
+        from hftraining.forecasting import forecast_features
+
+        ff = forecast_features(symbol, bars["adj_close"].to_numpy(dtype=np.float64), config.data,
+                               forecast_cache, progress=progress)
+        forecast = pd.DataFrame(ff.values, index=bars.index, columns=ff.names)
+        features = pd.concat([features, forecast], axis=1)
+        info = {"backend": ff.backend, "requested": ff.requested, **ff.info}
+    prices = adjusted_ohlc(bars).add_prefix("px_")
+    return pd.concat([features, prices], axis=1), info

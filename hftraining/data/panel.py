@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from hftraining.config import Config
-from hftraining.data.features import adjusted_ohlc, compute_features
+from hftraining.data.features import symbol_frame  # noqa: F401  (where the panel's frames come from)
+from hftraining.data.universe import featurise_universe
 from hftraining.errors import UserError
 
 log = logging.getLogger("hftraining")
@@ -61,24 +62,6 @@ class Panel:
             raise UserError(f"symbol {symbol} is not in this panel ({', '.join(self.symbols)})") from None
 
 
-def symbol_frame(symbol: str, bars: pd.DataFrame, config: Config, forecast_cache: Optional[Path],
-                 progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Features (+ forecast features) and adjusted prices of one symbol, indexed by date."""
-    features = compute_features(bars)
-    info: dict = {"backend": "none"}
-    backend = config.data.resolved_forecast_backend
-    if backend != "none":
-        from hftraining.forecasting import forecast_features
-
-        ff = forecast_features(symbol, bars["adj_close"].to_numpy(dtype=np.float64), config.data,
-                               forecast_cache, progress=progress)
-        forecast = pd.DataFrame(ff.values, index=bars.index, columns=ff.names)
-        features = pd.concat([features, forecast], axis=1)
-        info = {"backend": ff.backend, "requested": ff.requested, **ff.info}
-    prices = adjusted_ohlc(bars).add_prefix("px_")
-    return pd.concat([features, prices], axis=1), info
-
-
 PRICE_COLUMNS = ["px_open", "px_high", "px_low", "px_close"]
 
 
@@ -114,29 +97,11 @@ def build_panel(symbols: list[str], config: Config, root: Path, progress: bool =
 
     Every symbol must load: an aligned panel (a portfolio, one stock) is meaningless without one of them.
     """
-    from hftraining.data.universe import featurise_universe
-
     universe = featurise_universe(symbols, config, root, progress=progress, on_bad_symbol="error")
     panel = assemble_panel(universe.items, min_bars=min_bars if min_bars is not None else required_bars(config),
                            origins=universe.origin)
     panel.data_origin, panel.data_source, panel.forecast = universe.origin, universe.source, universe.forecast
     return panel
-
-
-def panel_and_splits(symbols: list[str], config: Config, root: Path, progress: bool = True, ragged: bool = False):
-    """Training data with its chronological splits.
-
-    One symbol, or `ragged` False (a portfolio group): an aligned Panel on common dates. Several symbols
-    and `ragged` (base models, studies): a RaggedPanel, each symbol on its own full history, split on
-    calendar dates (hftraining.data.ragged), bad symbols handled per data.on_bad_symbol.
-    """
-    if len(symbols) == 1 or not ragged:
-        panel = build_panel(symbols, config, root, progress=progress)
-        return panel, make_splits(panel.n_time, config)
-    from hftraining.data.ragged import build_ragged_panel, make_ragged_splits
-
-    panel = build_ragged_panel(symbols, config, root, progress=progress)
-    return panel, make_ragged_splits(panel, config)
 
 
 # --- chronological splits ---------------------------------------------------------------------
@@ -209,9 +174,7 @@ class Scaler:
     @classmethod
     def fit(cls, panel: Panel, train: range) -> "Scaler":
         if not isinstance(train, range):             # a RaggedPanel's split: per symbol, on its own rows
-            from hftraining.data.ragged import fit_scaler
-
-            return fit_scaler(panel, train)
+            return panel.fit_scaler(train)
         rows = panel.features[: train.stop]          # every feature row a training window can see
         mean = rows.mean(axis=0).astype(np.float64)
         std = rows.std(axis=0).astype(np.float64)
@@ -223,9 +186,7 @@ class Scaler:
             missing = sorted(set(self.feature_names) ^ set(panel.feature_names))
             raise UserError(f"feature list differs from the model's scaler: {', '.join(missing) or 'order'}")
         if getattr(panel, "offsets", None) is not None:   # a RaggedPanel: each symbol's rows with its statistics
-            from hftraining.data.ragged import transform
-
-            return transform(self, panel)
+            return panel.scaled(self)
         index = [self.symbols.index(s) if s in self.symbols else None for s in panel.symbols]
         mean = np.stack([self.mean[i] if i is not None else self._pooled()[0] for i in index])
         std = np.stack([self.std[i] if i is not None else self._pooled()[1] for i in index])
@@ -278,10 +239,8 @@ def panel_windows(panel, decisions, context: int) -> np.ndarray:
 
     `decisions` is a range of an aligned Panel or the RowRanges of a RaggedPanel.
     """
-    if not isinstance(decisions, range):
-        from hftraining.data.ragged import training_windows
-
-        return training_windows(panel, decisions, context)
+    if not isinstance(decisions, range):             # a RaggedPanel's RowRanges
+        return panel.training_windows(decisions, context)
     ends = window_ends(decisions, len(panel.symbols))
     runs = bar_runs(panel.dates)
     t = ends[:, 0]

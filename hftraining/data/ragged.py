@@ -129,6 +129,18 @@ class RaggedPanel:
         """[N] the last row of each row's symbol: how far ahead a label may look without leaving it."""
         return np.repeat(self.offsets[1:] - 1, np.diff(self.offsets))
 
+    def fit_scaler(self, train: "RowRanges") -> Scaler:
+        """Scaler.fit on a ragged split: per symbol, on its own training rows (fit_scaler)."""
+        return fit_scaler(self, train)
+
+    def scaled(self, scaler: Scaler) -> np.ndarray:
+        """Scaler.transform of a ragged panel: each symbol's rows with its own statistics (transform)."""
+        return transform(scaler, self)
+
+    def training_windows(self, decisions: "RowRanges", context: int) -> np.ndarray:
+        """panel_windows of a ragged split (training_windows)."""
+        return training_windows(self, decisions, context)
+
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.dates, self.features, self.ohlc, self.returns, self.offsets, self.runs))
 

@@ -110,11 +110,11 @@ def featurise_universe(symbols: list[str], config: Config, root: Path, progress:
                        on_bad_symbol: Optional[str] = None) -> Universe:
     """Load, check and featurise every symbol (in parallel), applying the bad-symbol policy.
 
-    `keep(symbol, frame)` turns each symbol's feature frame (hftraining.data.panel.symbol_frame) into
+    `keep(symbol, frame)` turns each symbol's feature frame (hftraining.data.features.symbol_frame) into
     what is kept (a compact array form, say) inside the worker, so the frames never pile up; a
     UserError it raises makes the symbol a bad one. Yahoo symbols are downloaded first in batches.
     """
-    from hftraining.data.panel import symbol_frame
+    from hftraining.data.features import symbol_frame
     from hftraining.data.sources import finish_bars, load_bars, prefetch
     from hftraining.layout import Layout
 

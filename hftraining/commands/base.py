@@ -1,0 +1,89 @@
+"""`hftrain base`, `finetune` and `pipeline`: a base model on many stocks, its fine-tunes, the portfolio stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from hftraining.commands.common import ConfigOptions, emit_json, say, symbols_of, universe
+
+
+def format_report(report: dict) -> str:
+    """The printed comparison: one block per stock, then the average over stocks."""
+    from hftraining.report import format_table
+
+    blocks = []
+    label = " (SYNTHETIC market)" if report.get("synthetic") else ""
+    for symbol, stock in report["stocks"].items():
+        blocks.append(f"{symbol}{label}: test {stock['test_start']} .. {stock['test_end']} "
+                      f"({stock['test_bars']} bars, net of costs)\n" + format_table(stock["strategies"]))
+    if len(report["stocks"]) > 1:
+        blocks.append(f"average over {len(report['stocks'])} stocks\n" + format_table(report["average"]))
+    return "\n\n".join(blocks)
+
+
+def base(stocks: Optional[list[str]], stocks_file: Optional[Path], options: ConfigOptions, finetune: bool = True,
+         base_steps: Optional[int] = None, finetune_epochs: Optional[int] = None, batch_size: Optional[int] = None,
+         compare_single: bool = False, json_: bool = False, quiet: bool = False) -> None:
+    """`hftrain base`: --batch-size applies to every stage; --steps (training.max_steps) is the base's default
+    step count and the single-from-scratch schedule; --base-steps overrides the base's alone."""
+    from hftraining.base_model_trainer import run_base_pipeline
+    from hftraining.distributed import is_main_process
+    from hftraining.layout import Layout
+
+    if stocks_file is not None:
+        stocks = universe(stocks, stocks_file, "base")
+    cfg = options.build(symbols=symbols_of(stocks) or None, extra={"training.batch_size": batch_size})
+    run = run_base_pipeline(cfg.data.symbols, cfg, finetune=finetune, base_steps=base_steps,
+                            finetune_epochs=finetune_epochs, compare_single=compare_single, progress=not quiet)
+    if not is_main_process():                       # under torchrun rank 0 alone prints
+        return
+    say("\n" + format_report(run.report))
+    say(f"base: {run.base.run_dir}\nreport: {run.report_dir}\n"
+        f"tensorboard: tensorboard --logdir {Layout.at(cfg.paths.root).root / 'tensorboard'}")
+    if json_:
+        emit_json(run.summary)
+
+
+def finetune(stock: str, base_run: Path, options: ConfigOptions, epochs: Optional[int] = None,
+             json_: bool = False, quiet: bool = False) -> None:
+    """`hftrain finetune`: without --config the base run's own config (+ --set) is used; with one, it
+    must agree with the base on model shape and features. --steps overrides the epochs rule."""
+    from hftraining.base_model_trainer import run_finetune
+    from hftraining.distributed import is_main_process
+    from hftraining.finetune import base_run_dir, finetune_config_from_base
+
+    base_dir = base_run_dir(base_run)
+    o = options
+    if o.config is None:
+        updates = {"paths.root": str(o.out) if o.out else None,
+                   "data.source": o.source or ("csv" if o.data_dir else None),
+                   "data.data_dir": str(o.data_dir) if o.data_dir else None, "data.start": o.start,
+                   "data.end": o.end, "training.device": o.device, "training.seed": o.seed}
+        cfg = finetune_config_from_base(base_dir, o.set_, updates)
+    else:
+        cfg = options.build(use_steps=False)
+    _, report, summary = run_finetune(stock, base_dir, cfg, epochs=epochs, steps=o.steps, progress=not quiet)
+    if not is_main_process():                       # under torchrun rank 0 alone prints
+        return
+    say("\n" + format_report(report))
+    say(f"run: {summary['run_dir']}\nreport: {summary['report_dir']}")
+    if json_:
+        emit_json(summary)
+
+
+def pipeline(stocks: list[str], pairs: list[str], options: ConfigOptions, json_: bool = False,
+             quiet: bool = False) -> None:
+    """`hftrain pipeline`: base -> fine-tune every stock -> one portfolio per --pairs group."""
+    from hftraining.base_model_trainer import BaseModelTrainer, parse_groups
+    from hftraining.portfolio import run_portfolio  # noqa: F401  (a broken import fails before hours of training)
+
+    groups = parse_groups(pairs)
+    cfg = options.build(symbols=symbols_of(stocks))
+    trainer = BaseModelTrainer(cfg.data.symbols, cfg, progress=not quiet)
+    result = trainer.run_complete_pipeline(pair_symbols=groups)
+    say("\n" + format_report(trainer.pipeline_run.report))
+    say(f"base: {result['base']}\nreport: {result['report']}\n"
+        + "\n".join(f"portfolio {name}: {p['run_dir']}" for name, p in result["portfolios"].items()))
+    if json_:
+        emit_json(result)

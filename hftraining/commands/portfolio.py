@@ -1,0 +1,78 @@
+"""`hftrain portfolio` (and `--walk-forward`): one allocation policy per --pairs group; the tables, --json."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from hftraining.commands.common import ConfigOptions, console, emit_json, plain
+from hftraining.config import Config
+from hftraining.errors import UserError
+
+TABLE_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "period_win_rate", "trade_count", "rebal_turnover"]
+
+
+def group_configs(pairs: list[str], options: ConfigOptions) -> list[tuple[list[str], Config]]:
+    """`--pairs A,B --pairs C,D,E` -> (group, config) per group; --steps sets portfolio.max_steps and a
+    run name is suffixed with the group when there are several, so groups never share a run folder."""
+    from hftraining.layout import parse_symbols
+
+    groups = []
+    for value in pairs:
+        group = parse_symbols(value)
+        if len(group) < 2:
+            raise UserError(f"--pairs {value}: a group needs at least two different symbols, e.g. AAPL,MSFT")
+        groups.append(group)
+    cfg = options.build(symbols=groups[0], extra={"portfolio.max_steps": options.steps}, use_steps=False)
+    out = []
+    for group in groups:
+        group_cfg = cfg.model_copy(deep=True)
+        if cfg.paths.run_name and len(groups) > 1:
+            group_cfg.paths.run_name = f"{cfg.paths.run_name}-{'_'.join(group)}"
+        out.append((group, group_cfg))
+    return out
+
+
+def portfolio(pairs: list[str], options: ConfigOptions, base_run: Optional[Path] = None, walk_forward: bool = False,
+              retrain_every: Optional[int] = None, walk_forward_window: Optional[str] = None, json_: bool = False,
+              quiet: bool = False) -> list:
+    """`hftrain portfolio --pairs A,B [--pairs C,D,E] [--walk-forward]`: one model (or walk-forward) per group."""
+    if not walk_forward and (retrain_every is not None or walk_forward_window is not None):
+        raise UserError("--retrain-every and --walk-forward-window need --walk-forward")
+    from hftraining.portfolio import run_portfolio
+    from hftraining.walk_forward import run_walk_forward_portfolio
+
+    results = []
+    for group, group_cfg in group_configs(pairs, options):
+        if walk_forward:
+            result = run_walk_forward_portfolio(group, group_cfg, retrain_every or 252,
+                                                walk_forward_window or "expanding", base_run, progress=not quiet)
+            from hftraining.commands.single import print_walk_forward
+
+            print_walk_forward(result)
+        else:
+            start_time = time.time()
+            result = run_portfolio(group, group_cfg, base_run=base_run, progress=not quiet)
+            result.summary["seconds"] = round(time.time() - start_time, 1)
+            print_portfolio(result)
+        results.append(result)
+    if json_:
+        emit_json({"runs": [r.summary for r in results]})
+    return results
+
+
+def print_portfolio(run) -> None:
+    """The policy's test table against 1/N, buy-and-hold, each asset and minimum variance; its mean weights."""
+    from hftraining.report import format_table
+
+    out = console()
+    s = run.summary
+    label = " (SYNTHETIC market)" if s["synthetic"] else ""
+    weights = ", ".join(f"{k} {v:.2f}" for k, v in s["mean_weights"].items())
+    out.print(f"\n[bold]portfolio {'_'.join(s['symbols'])}{label}[/] test {s['test_start']} .. {s['test_end']} "
+              f"({s['test_bars']} bars, rebalance every {s['rebalance_every']}, net of "
+              f"{s['cost_per_turnover'] * 1e4:g} bps per unit turnover)")
+    plain(out, format_table({"policy": s["test"], **s["baselines"]}, TABLE_KEYS), table=True)
+    out.print(f"mean target weights: {weights}\nrun: {run.run_dir}\nreport: {run.report_dir}\n"
+              f"tensorboard: tensorboard --logdir {run.tensorboard_dir.parent.parent}")

@@ -1,0 +1,168 @@
+"""`hftrain single` (one run, `--resume`, `--walk-forward`, `--seeds`) and `hftrain study`: run, print, --json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from hftraining.commands.common import (
+    ConfigOptions,
+    console,
+    emit_json,
+    plain,
+    significance_line,
+    symbols_of,
+)
+from hftraining.errors import UserError
+
+SUMMARY_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "volatility", "mean_abs_position",
+                "total_return_at_target", "max_drawdown_at_target", "trade_count"]
+
+
+def single(stock: str, options: ConfigOptions, resume: Optional[Path] = None, walk_forward: bool = False,
+           retrain_every: Optional[int] = None, walk_forward_window: Optional[str] = None,
+           seeds: Optional[list[int]] = None, json_: bool = False, quiet: bool = False) -> None:
+    """Train one stock (or resume, walk forward, or repeat over seeds) and print its test table."""
+    from hftraining.distributed import is_main_process
+    from hftraining.train_with_profit import run_single
+
+    if walk_forward or seeds or retrain_every is not None or walk_forward_window is not None:
+        _variant(stock, options, resume, walk_forward, retrain_every, walk_forward_window, seeds, json_, quiet)
+        return
+    cfg = resumed_config(resume, options.set_) if resume is not None else options.build(symbols=symbols_of([stock]))
+    run = run_single(cfg.data.symbols[0], cfg, resume=resume, progress=not quiet)
+    if not is_main_process():                       # under torchrun rank 0 alone prints
+        return
+    print_single(run)
+    if json_:
+        emit_json(run.summary)
+
+
+def resumed_config(resume: Path, overrides: Optional[list[str]]):
+    """The config a run folder was started with (+ --set), its output root the run's own, wherever we are."""
+    from hftraining.config import load_config
+
+    if not (resume / "config.yaml").is_file():
+        raise UserError(f"--resume {resume}: not a run folder (no config.yaml)")
+    cfg = load_config(resume / "config.yaml", overrides)
+    parts = resume.resolve().parts
+    if "models" in parts:
+        cfg.paths.root = str(Path(*parts[: len(parts) - 1 - parts[::-1].index("models")]))
+    return cfg
+
+
+def _variant(stock: str, options: ConfigOptions, resume: Optional[Path], walk_forward: bool,
+             retrain_every: Optional[int], window: Optional[str], seeds: Optional[list[int]], json_: bool,
+             quiet: bool) -> None:
+    """`single --walk-forward ...` or `single --seeds ...`: check the combination, run, print."""
+    if not walk_forward and (retrain_every is not None or window is not None):
+        raise UserError("--retrain-every and --walk-forward-window need --walk-forward")
+    if resume is not None:
+        raise UserError("--resume continues one run; it cannot be combined with --walk-forward or --seeds")
+    if walk_forward and seeds:
+        raise UserError("--walk-forward and --seeds cannot be combined yet; run one walk-forward per --seed")
+    if seeds and options.seed is not None:
+        raise UserError("--seed and --seeds cannot be combined; use --seeds alone")
+    cfg = options.build(symbols=symbols_of([stock]))
+    if walk_forward:
+        from hftraining.walk_forward import run_walk_forward
+
+        result = run_walk_forward(stock, cfg, retrain_every or 252, window or "expanding", progress=not quiet)
+        print_walk_forward(result)
+    else:
+        from hftraining.seeds import run_seeds
+
+        result = run_seeds(stock, cfg, seeds, progress=not quiet)
+        print_seeds(result)
+    if json_:
+        emit_json(result.summary)
+
+
+def print_single(run) -> None:
+    """The test table of one run (model, buy-and-hold, momentum, oracle), significance and where things are."""
+    from hftraining.report import format_table
+
+    out = console()
+    label = " (SYNTHETIC market)" if run.summary["synthetic"] else ""
+    out.print(f"\n[bold]{run.summary['symbol']}{label}[/] test {run.test['test_start']} .. {run.test['test_end']} "
+              f"({run.test['test_bars']} bars, net of costs, forecaster: {run.summary['forecast_backend']})")
+    plain(out, format_table({"model": run.test["model"], **run.test["baselines"]}, SUMMARY_KEYS), table=True)
+    plain(out, f"(*_at_target: rescaled to {run.test.get('sigma_target', 0.15):.0%} annual volatility; "
+               "mean_abs_position: average |traded position|)")
+    if run.test.get("edge_captured") is not None:
+        plain(out, f"edge captured: {run.test['edge_captured']:.2f} of the oracle's Sharpe")
+    plain(out, significance_line(run.test))
+    out.print(f"run: {run.run_dir}\nreport: {run.summary.get('report_html') or run.report_dir}\n"
+              f"tensorboard: tensorboard --logdir {run.tensorboard_dir.parent.parent}")
+
+
+def print_walk_forward(result) -> None:
+    """Per-fold and stitched test metrics of a walk-forward (single stock or portfolio group)."""
+    from hftraining.report import format_table
+
+    out = console()
+    s = result.summary
+    label = " (SYNTHETIC market)" if s["synthetic"] else ""
+    out.print(f"\n[bold]{s['symbol']}{label}[/] walk-forward, {s['folds']} folds ({s['window']}, retrain every "
+              f"{s['retrain_every']} bars): stitched test {s['test_start']} .. {s['test_end']} "
+              f"({s['test_bars']} bars, net of costs)")
+    rows = {f"fold {r.fold.index} ({len(r.fold.test)} bars)": r.test for r in result.folds}
+    rows.update({"stitched": s["test"], **s["baselines"]})
+    plain(out, format_table(rows), table=True)
+    if s.get("significance"):
+        plain(out, significance_line(s))
+    out.print(f"report: {result.report_dir}")
+
+
+def print_seeds(result) -> None:
+    from hftraining.seeds import format_seeds_table
+
+    out = console()
+    s = result.summary
+    label = " (SYNTHETIC market)" if s["synthetic"] else ""
+    out.print(f"\n[bold]{s['symbol']}{label}[/] {len(s['seeds'])} seeds, test {s['test_start']} .. "
+              f"{s['test_end']} (net of costs; rows per seed are test metrics)")
+    plain(out, format_seeds_table(result), table=True)
+    out.print(f"report: {result.report_dir / 'seeds.json'}")
+
+
+def study(stocks: Optional[list[str]], stocks_file: Optional[Path], mode: str, pairs: Optional[list[str]],
+          seeds: Optional[list[int]], walk_forward: bool, retrain_every: int, options: ConfigOptions,
+          json_: bool = False, quiet: bool = False) -> None:
+    """`hftrain study`: one config over many tickers (or groups); the table on stdout, study.json beside it."""
+    import sys
+
+    from hftraining.data.universe import read_stocks_file
+    from hftraining.study import format_study, run_study
+
+    symbols = symbols_of(stocks) + (read_stocks_file(stocks_file) if stocks_file else [])
+    groups = None
+    if mode == "portfolio" or pairs:
+        groups, symbols = study_groups(pairs, mode, symbols)
+    if not symbols:
+        raise UserError("hftrain study: no stocks given; use --stocks AAPL MSFT ... or --stocks-file FILE")
+    if walk_forward:
+        if mode not in ("single", "walk_forward"):
+            raise UserError(f"--walk-forward and --mode {mode} cannot be combined")
+        mode = "walk_forward"
+    if seeds and options.seed is not None:
+        raise UserError("--seed and --seeds cannot be combined; use --seeds alone")
+    portfolio_steps = {"portfolio.max_steps": options.steps} if groups else None   # --steps: the policy's steps
+    cfg = options.build(symbols=list(dict.fromkeys(symbols)), extra=portfolio_steps, use_steps=not groups)
+    result = run_study(cfg.data.symbols, cfg, mode, seeds or [cfg.training.seed], retrain_every,
+                       progress=not quiet, groups=groups)
+    sys.stdout.write(format_study(result) + "\n")
+    if json_:
+        emit_json(result.summary)
+
+
+def study_groups(pairs: Optional[list[str]], mode: str, stocks: list[str]) -> tuple[list[list[str]], list[str]]:
+    """`hftrain study --mode portfolio --pairs A,B --pairs C,D,E`: the groups, and their symbols in order."""
+    from hftraining.layout import parse_symbols
+    from hftraining.study import portfolio_groups
+
+    if stocks:
+        raise UserError("hftrain study --mode portfolio: give the groups with --pairs, not --stocks")
+    groups = portfolio_groups([parse_symbols(p) for p in pairs or []], mode)
+    return groups, list(dict.fromkeys(s for g in groups for s in g))
+
