@@ -31,6 +31,10 @@ from hftraining.trainer import TrainingDiverged, learning_rate_at, resolve_devic
 
 log = logging.getLogger("hftraining")
 
+# A policy is validated at least this many times (at most every training.eval_every steps), so the best-checkpoint
+# choice has a few candidates.
+PORTFOLIO_EVALUATIONS = 4
+
 
 # --- training and selection ------------------------------------------------------------------------
 
@@ -53,8 +57,8 @@ def fit_policy(policy: PortfolioPolicy, data: PairStockDataset, config: Config, 
     """
     pcfg, tcfg = config.portfolio, config.training
     total = pcfg.max_steps
-    warmup = min(tcfg.warmup_steps, total // 10)
-    eval_every = max(1, min(tcfg.eval_every, total // 4))     # at least four validation points to choose from
+    schedule = config.with_steps(total, evaluations=PORTFOLIO_EVALUATIONS).training   # the one schedule rule
+    warmup, eval_every = schedule.warmup_steps, schedule.eval_every
     optimizer = torch.optim.AdamW(policy.parameters(), lr=pcfg.learning_rate, weight_decay=tcfg.weight_decay)
     generator = torch.Generator().manual_seed(tcfg.seed)
     cost = config.profit.transaction_cost_bps / 1e4

@@ -93,3 +93,27 @@ def test_every_field_has_a_description():
     rows = describe_fields()
     assert len(rows) > 40
     assert all(description for _, _, description in rows)
+
+
+def test_one_schedule_rule_fits_any_step_count():
+    cfg = load_config(None, ["training.warmup_steps=50", "training.eval_every=100", "training.checkpoint_every=100"])
+    short = cfg.with_steps(30)
+    assert (short.training.max_steps, short.training.warmup_steps, short.training.eval_every,
+            short.training.checkpoint_every) == (30, 3, 30, 30)
+    assert cfg.with_steps(1000).training.warmup_steps == 50 and cfg.with_steps(1000).training.eval_every == 100
+    assert cfg.with_steps(213, evaluations=4).training.eval_every == 54       # at least four validations
+    assert cfg.training.max_steps == 600                                      # a copy: the original is untouched
+
+
+def test_one_cost_a_mismatch_is_refused_in_one_line():
+    with pytest.raises(UserError, match=r"profit.transaction_cost_bps \(5\) must equal .* = 10 bps"):
+        load_config(None, ["profit.transaction_cost_bps=5"])
+    assert load_config(None, ["profit.transaction_cost_bps=5", "tracker.commission=0.0004",
+                              "tracker.slippage=0.0001"]).cost_per_turnover == pytest.approx(0.0005)
+    cfg = Config()
+    cfg.profit.transaction_cost_bps = 5                      # assigned in Python: refused when a run starts
+    with pytest.raises(UserError, match="must equal"):
+        cfg.check_costs()
+    both = Config().with_cost_bps(20)
+    assert both.profit.transaction_cost_bps == 20 and both.cost_per_turnover == pytest.approx(0.002)
+    assert both.tracker.commission == pytest.approx(0.001)   # split in the configured proportion
