@@ -72,7 +72,6 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
 
     from hftraining.data.panel import build_panel
     from hftraining.evaluation import model_positions
-    from hftraining.model import build_model
     from hftraining.trainer import resolve_device
 
     model_dir = Path(model_path)
@@ -97,9 +96,7 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
     decisions = decision_range(panel, config.data.context_length, start, end)
 
     torch_device = resolve_device(config.training.device)
-    model = build_model(len(run.scaler.feature_names), config.data.context_length, config.data.horizon, config.model)
-    ckpt.load_weights(model, run.weights, model_dir / ckpt.WEIGHTS)
-    model.to(torch_device)
+    model = run.model(torch_device)
     x = torch.from_numpy(run.scaler.transform(panel)).to(torch_device)
     positions = model_positions(model, x, panel, 0, decisions, config)
 

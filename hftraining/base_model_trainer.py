@@ -26,11 +26,12 @@ from hftraining.config import Config
 from hftraining.data.panel import fingerprint, symbol_slice
 from hftraining.errors import UserError
 from hftraining.evaluation import Simulation
-from hftraining.finetune import FinetuneRun, base_run_dir, finetune_config_from_base, finetune_stock
+from hftraining.finetune import FinetuneRun, finetune_config_from_base, finetune_stock
 from hftraining.html_report import write_report_html
-from hftraining.layout import Layout, claim_run_dir, new_run_id, parse_symbols
-from hftraining.prepare import Prepared, prepare, run_metadata
-from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
+from hftraining.layout import Layout, new_run_id, parse_symbols
+from hftraining.lifecycle import RunSpec, Trial, train_run
+from hftraining.prepare import Prepared, prepare
+from hftraining.trainer import FitResult, resolve_device
 
 log = logging.getLogger("hftraining")
 
@@ -63,33 +64,18 @@ def train_base(symbols: list[str], config: Config, steps: int | None = None, run
     prepared = distributed.main_first(lambda: prepare(symbols, config, progress=progress, ragged=True))
     distributed.agree(fingerprint(prepared.panel), "training data")
     run_id = distributed.broadcast(run_id or config.paths.run_name or new_run_id())
-    tb_dir = layout.tensorboard("base", run_id)
     tcfg = config.training
-    meta = run_metadata("base", run_id, config, prepared, **ragged_summary(prepared), steps=tcfg.max_steps,
-                        batch_size=tcfg.batch_size, learning_rate=tcfg.learning_rate, world_size=ctx.world_size,
-                        global_batch_size=tcfg.batch_size * tcfg.grad_accum_steps * ctx.world_size)
-
-    def claim() -> Path:
-        folder = claim_run_dir(layout.base_model(run_id))
-        ckpt.save_run_files(folder, config, prepared.scaler, meta)
-        return folder
-
-    run_dir = distributed.on_main(claim)
-    job = TrainingJob(config=config, panel=prepared.panel, splits=prepared.splits, scaler=prepared.scaler,
-                      run_dir=run_dir, tensorboard_dir=tb_dir, kind="base",
-                      learning_rate=config.training.learning_rate, max_steps=config.training.max_steps,
-                      metadata=meta, progress=progress, on_step=on_step)
-    result = fit(job)
-    if ctx.is_main:
-        ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
-                             steps_done=result.steps_done, stopped_early=result.stopped_early,
-                             device=result.device, validation=result.best_metrics)
-        from hftraining.trials import register_trial
-
-        for symbol in prepared.panel.symbols:   # a try on each stock; a comparison later adds its test Sharpe
-            register_trial(layout.root, f"{run_id}/base/{symbol}", "base", [symbol],
-                           result.best_metrics.get("sharpe_ratio"), None, run_dir=str(run_dir))
-    return BaseRun(run_id, run_dir, result.best_path, tb_dir, result.model, result, prepared)
+    spec = RunSpec(kind="base", label="base", run_id=run_id, run_dir=layout.base_model(run_id),
+                   tensorboard_dir=layout.tensorboard("base", run_id), config=config, prepared=prepared,
+                   learning_rate=tcfg.learning_rate, max_steps=tcfg.max_steps,
+                   metadata={**ragged_summary(prepared), "steps": tcfg.max_steps, "batch_size": tcfg.batch_size,
+                             "learning_rate": tcfg.learning_rate, "world_size": ctx.world_size,
+                             "global_batch_size": tcfg.batch_size * tcfg.grad_accum_steps * ctx.world_size},
+                   progress=progress, on_step=on_step,      # a try on each stock; a comparison adds its test Sharpe
+                   trials=[Trial("base", [s], f"{run_id}/base/{s}") for s in prepared.panel.symbols])
+    done = train_run(spec)
+    result = done.fit
+    return BaseRun(run_id, done.run_dir, result.best_path, spec.tensorboard_dir, result.model, result, prepared)
 
 
 def ragged_summary(prepared: Prepared) -> dict:
@@ -115,23 +101,13 @@ class BasePipelineRun:
 def scratch_model(symbol: str, prepared: Prepared, config: Config, run_id: str, progress: bool):
     """A single-stock model from random weights on the same bars: does the base help at all?"""
     layout = Layout.at(config.paths.root)
-    meta = run_metadata("single", run_id, config, prepared, compared_with="base fine-tune")
-
-    def claim() -> Path:
-        folder = claim_run_dir(layout.finetuned_model(symbol, run_id))
-        ckpt.save_run_files(folder, config, prepared.scaler, meta)
-        return folder
-
-    run_dir = distributed.on_main(claim)
-    job = TrainingJob(config=config, panel=prepared.panel, splits=prepared.splits, scaler=prepared.scaler,
-                      run_dir=run_dir, tensorboard_dir=layout.tensorboard("finetuned", run_id, [symbol]),
-                      kind=f"single {symbol}", learning_rate=config.training.learning_rate,
-                      max_steps=config.training.max_steps, metadata=meta, progress=progress)
-    result = fit(job)
-    if distributed.context().is_main:
-        ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
-                             steps_done=result.steps_done, validation=result.best_metrics)
-    return result.model, run_dir
+    done = train_run(RunSpec(kind="single", label=f"single {symbol}", run_id=run_id,
+                             run_dir=layout.finetuned_model(symbol, run_id),
+                             tensorboard_dir=layout.tensorboard("finetuned", run_id, [symbol]), config=config,
+                             prepared=prepared, learning_rate=config.training.learning_rate,
+                             max_steps=config.training.max_steps, metadata={"compared_with": "base fine-tune"},
+                             progress=progress))
+    return done.fit.model, done.run_dir
 
 
 def run_base_pipeline(symbols: list[str], config: Config, finetune: bool = True,
@@ -222,7 +198,7 @@ def run_finetune(symbol: str, base: str | Path, config: Config | None = None, ep
     report, and the other ranks return empty report and summary dicts.
     """
     if config is None:
-        config = finetune_config_from_base(base_run_dir(base))
+        config = finetune_config_from_base(ckpt.open_base(base).path.resolve())
     device = resolve_device(config.training.device)    # fail before loading data on a bad device
     with distributed.session(device) as ctx:
         ft = finetune_stock(symbol, base, config=config, epochs=epochs, steps=steps,

@@ -1,8 +1,10 @@
-"""Run directories on disk: weights, resumable training state, config, scaler, metadata.
+"""Run directories on disk: weights, resumable training state, config, scaler, metadata; and the one loader.
 
 Everything is written atomically and read without unpickling: tensors live in safetensors files,
-everything else in JSON or YAML (safe_load). A folder that is not a run, a truncated file or a
-feature list that does not match the data is refused with one line.
+everything else in JSON or YAML (safe_load). `open_run` is the one way to open a trained run folder
+(`--model`, `--base`): a folder that is not a run, a truncated file or a feature list that does not
+match the data is refused with one line; `RunFiles.model()` rebuilds its model (the single-asset
+transformer, or a portfolio run's policy) with its weights.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def read_json(path: Path) -> Any:
 
 @dataclass
 class RunFiles:
-    """A trained run loaded back: what `backtest`, `finetune` and `paper` start from."""
+    """A trained run loaded back: what `backtest`, `ensemble`, `paper`, `finetune` and `portfolio --base` start from."""
 
     path: Path
     config: Config
@@ -96,19 +98,55 @@ class RunFiles:
     metadata: dict
     weights: dict[str, torch.Tensor]
 
+    def model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The run's model holding its best weights, in eval mode, on `device` (strict load, one-line errors)."""
+        portfolio = self.metadata.get("kind") == "portfolio"
+        n_assets = len(self.metadata.get("symbols") or self.scaler.symbols) if portfolio else None
+        return rebuild_model(self.config, len(self.scaler.feature_names), self.weights, self.path / WEIGHTS, device,
+                             n_assets)
 
-def open_run(path: str | Path, weights: str = WEIGHTS) -> RunFiles:
-    run_dir = Path(path)
+
+def rebuild_model(config: Config, n_features: int, weights: dict[str, torch.Tensor], where: Path,
+                  device: torch.device | str = "cpu", n_assets: Optional[int] = None) -> torch.nn.Module:
+    """The model a config describes (a PortfolioPolicy over `n_assets`, else an AllocationTransformer) holding
+    `weights`, in eval mode, on `device`."""
+    if n_assets is not None:
+        from hftraining.portfolio_policy import build_policy
+
+        model = build_policy(n_features, n_assets, config)
+    else:
+        from hftraining.model import build_model
+
+        model = build_model(n_features, config.data.context_length, config.data.horizon, config.model)
+    load_weights(model, weights, where)
+    return model.to(device).eval()
+
+
+def open_run(path: str | Path, weights: str = WEIGHTS, flag: str = "--model", what: str = "a run folder",
+             example: str = "runs/models/...") -> RunFiles:
+    """Open and check a trained run folder (or the run of a model.safetensors path); anything else is one line.
+
+    `flag`, `what` and `example` word the refusal for the option that named the folder (`--base` asks
+    for a trained base run, like runs/models/base/<run>).
+    """
+    run_dir = Path(path).expanduser()
+    if run_dir.is_file() and run_dir.name == WEIGHTS:
+        run_dir = run_dir.parent
     if not run_dir.is_dir():
-        raise UserError(f"--model {run_dir}: no such folder")
+        raise UserError(f"{flag} {run_dir}: no such folder; pass a run folder like {example}")
     missing = [name for name in (CONFIG, SCALER, METADATA, weights) if not (run_dir / name).is_file()]
     if missing:
-        raise UserError(f"--model {run_dir}: not a run folder (missing {', '.join(missing)}); "
-                        "pass a folder under runs/models/...")
+        raise UserError(f"{flag} {run_dir}: not {what} (missing {', '.join(missing)}); "
+                        f"pass a folder like {example}")
     config = load_config(run_dir / CONFIG)
     scaler = Scaler.from_dict(read_json(run_dir / SCALER))
     metadata = read_json(run_dir / METADATA)
     return RunFiles(run_dir, config, scaler, metadata, load_tensors(run_dir / weights))
+
+
+def open_base(path: str | Path) -> RunFiles:
+    """A base run named by `--base` (its folder or its model.safetensors)."""
+    return open_run(path, flag="--base", what="a trained run folder", example="runs/models/base/<run>")
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:

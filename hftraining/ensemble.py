@@ -25,7 +25,7 @@ from hftraining.data.panel import Panel, build_panel
 from hftraining.errors import UserError
 from hftraining.evaluation import model_positions, simulate
 from hftraining.layout import Layout, new_run_id, normalize_symbol
-from hftraining.model import AllocationTransformer, build_model
+from hftraining.model import AllocationTransformer
 from hftraining.trials import TrialScope, register_trial
 
 log = logging.getLogger("hftraining")
@@ -47,14 +47,6 @@ def average_predictions(positions: Sequence[np.ndarray], weights: Optional[Seque
     return (w / w.sum()) @ stacked
 
 
-def model_from_run(run: ckpt.RunFiles, device: torch.device | str = "cpu") -> AllocationTransformer:
-    """The run's architecture with its best weights, in eval mode (strict load, one-line errors)."""
-    cfg = run.config
-    model = build_model(len(run.scaler.feature_names), cfg.data.context_length, cfg.data.horizon, cfg.model)
-    ckpt.load_weights(model, run.weights, run.path)
-    return model.to(device).eval()
-
-
 @dataclass
 class Member:
     name: str
@@ -72,7 +64,7 @@ def load_members(paths: Sequence[str | Path], device: torch.device | str = "cpu"
         name = str(run.metadata.get("run_id") or Path(path).name)
         if any(m.name == name for m in members):
             name = f"{name}#{len(members)}"
-        members.append(Member(name, run, model_from_run(run, device)))
+        members.append(Member(name, run, run.model(device)))
     first = members[0]
     for member in members[1:]:
         ours, theirs = first.run.scaler.feature_names, member.run.scaler.feature_names

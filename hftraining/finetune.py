@@ -22,10 +22,11 @@ from hftraining.base_dates import splits_by_dates
 from hftraining.config import Config, load_config
 from hftraining.data.panel import Panel, Splits, build_panel, fingerprint
 from hftraining.errors import UserError
-from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
-from hftraining.model import AllocationTransformer, build_model
-from hftraining.prepare import Prepared, run_metadata
-from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
+from hftraining.layout import Layout, new_run_id, normalize_symbol
+from hftraining.lifecycle import RunSpec, Trial, train_run
+from hftraining.model import AllocationTransformer
+from hftraining.prepare import Prepared
+from hftraining.trainer import FitResult, TrainingJob, resolve_device
 
 log = logging.getLogger("hftraining")
 
@@ -55,20 +56,6 @@ def finetune_steps(epochs: float, n_windows: int, batch_size: int) -> int:
 
 
 # --- the base run ------------------------------------------------------------------------------
-
-def base_run_dir(path: str | Path) -> Path:
-    """Accept a base run folder or its model.safetensors; refuse anything else with one line."""
-    path = Path(path).expanduser()
-    if path.is_file() and path.name == ckpt.WEIGHTS:
-        path = path.parent
-    if not path.is_dir():
-        raise UserError(f"--base {path}: no such folder; pass a run folder like runs/models/base/<run>")
-    missing = [n for n in (ckpt.CONFIG, ckpt.SCALER, ckpt.METADATA, ckpt.WEIGHTS) if not (path / n).is_file()]
-    if missing:
-        raise UserError(f"--base {path}: not a trained run folder (missing {', '.join(missing)}); "
-                        "pass a folder like runs/models/base/<run>")
-    return path.resolve()
-
 
 def finetune_config_from_base(base_dir: Path, overrides: list[str] | None = None,
                               updates: dict | None = None) -> Config:
@@ -115,9 +102,7 @@ def load_stock(symbol: str, config: Config, base_meta: dict, progress: bool = Tr
 
 def load_model(config: Config, n_features: int, weights: dict, where: Path) -> AllocationTransformer:
     """A model of the run's shape holding the given weights, in eval mode, on the training device."""
-    model = build_model(n_features, config.data.context_length, config.data.horizon, config.model)
-    ckpt.load_weights(model, weights, where)
-    return model.to(resolve_device(config.training.device)).eval()
+    return ckpt.rebuild_model(config, n_features, weights, where, resolve_device(config.training.device))
 
 
 # --- the fine-tune -----------------------------------------------------------------------------
@@ -190,8 +175,8 @@ def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, 
     ceil(epochs * training windows / batch size) with epochs = training.finetune_epochs by default.
     """
     symbol = normalize_symbol(symbol)
-    base_dir = base_run_dir(base)
-    base_files = ckpt.open_run(base_dir)
+    base_files = ckpt.open_base(base)
+    base_dir = base_files.path.resolve()
     config = (config or finetune_config_from_base(base_dir)).model_copy(deep=True)
     config.data.symbols = [symbol]
     resolve_device(config.training.device)
@@ -216,40 +201,30 @@ def finetune_stock(symbol: str, base: str | Path, config: Config | None = None, 
     prepared = Prepared(panel, splits, scaler)
 
     run_id = distributed.broadcast(run_id or config.paths.run_name or new_run_id())
-    tb_dir = layout.tensorboard("finetuned", run_id, [symbol])
     stats = "pooled over the base's symbols (symbol not in the base)" if pooled else f"{symbol} (base)"
-    meta = run_metadata(
-        "finetune", run_id, config, prepared, base_run=str(base_dir),
-        base_run_id=base_files.metadata.get("run_id"),
-        base_symbols=base_files.metadata.get("symbols", scaler.symbols),
-        scaler={"from": str(base_dir / ckpt.SCALER), "stats": stats},
-        symbol_in_base=not pooled, epochs=None if steps else epochs, steps=n_steps,
-        learning_rate=config.training.finetune_learning_rate, batch_size=config.training.batch_size,
-        world_size=ctx.world_size,
-        global_batch_size=config.training.batch_size * config.training.grad_accum_steps * ctx.world_size)
+    tcfg = config.training
+    spec = RunSpec(
+        kind="finetune", label=f"finetune {symbol}", run_id=run_id, run_dir=layout.finetuned_model(symbol, run_id),
+        tensorboard_dir=layout.tensorboard("finetuned", run_id, [symbol]), config=config, prepared=prepared,
+        learning_rate=tcfg.finetune_learning_rate, max_steps=n_steps, init_weights=base_files.weights,
+        progress=progress, on_step=on_step,
+        metadata={"base_run": str(base_dir), "base_run_id": base_files.metadata.get("run_id"),
+                  "base_symbols": base_files.metadata.get("symbols", scaler.symbols),
+                  "scaler": {"from": str(base_dir / ckpt.SCALER), "stats": stats}, "symbol_in_base": not pooled,
+                  "epochs": None if steps else epochs, "steps": n_steps,
+                  "learning_rate": tcfg.finetune_learning_rate, "batch_size": tcfg.batch_size,
+                  "world_size": ctx.world_size,
+                  "global_batch_size": tcfg.batch_size * tcfg.grad_accum_steps * ctx.world_size},
+        trials=[Trial("finetuned", [symbol], f"{run_id}/finetuned/{symbol}")])   # a comparison adds its test Sharpe
+    base_model: list[AllocationTransformer] = []
 
-    def claim() -> Path:                    # rank 0 alone claims and writes the run folder
-        folder = claim_run_dir(layout.finetuned_model(symbol, run_id))
-        ckpt.save_run_files(folder, config, scaler, meta)
-        return folder
+    def keep_better(result: FitResult, job: TrainingJob) -> dict:
+        base_model.append(load_model(config, len(panel.feature_names), base_files.weights, base_dir))  # same shape
+        choice = keep_the_better(result, base_model[0], job) if ctx.is_main else {}
+        if ctx.enabled:                     # every rank ends with the weights rank 0 kept
+            distributed.broadcast_module(result.model)
+        return choice
 
-    run_dir = distributed.on_main(claim)
-    job = TrainingJob(config=config, panel=panel, splits=splits, scaler=scaler, run_dir=run_dir,
-                      tensorboard_dir=tb_dir, kind=f"finetune {symbol}",
-                      learning_rate=config.training.finetune_learning_rate, max_steps=n_steps, metadata=meta,
-                      init_weights=base_files.weights, progress=progress, on_step=on_step)
-    result = fit(job)
-    base_model = load_model(config, len(panel.feature_names), base_files.weights, base_dir)  # same shape
-    choice = keep_the_better(result, base_model, job) if ctx.is_main else {}
-    if ctx.enabled:                         # every rank ends with the weights rank 0 kept
-        distributed.broadcast_module(result.model)
-    if ctx.is_main:                         # the other ranks keep the in-memory metadata
-        meta = ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
-                                    steps_done=result.steps_done, stopped_early=result.stopped_early,
-                                    device=result.device, validation=result.best_metrics, **choice)
-        from hftraining.trials import register_trial
-
-        register_trial(layout.root, f"{run_id}/finetuned/{symbol}", "finetuned", [symbol],   # a comparison adds
-                       result.best_metrics.get("sharpe_ratio"), None, run_dir=str(run_dir))  # its test Sharpe
-    return FinetuneRun(symbol, run_id, run_dir, result.best_path, tb_dir, result.model, base_model, result,
-                       prepared, config, meta)
+    done = train_run(spec, after_fit=keep_better)
+    return FinetuneRun(symbol, run_id, done.run_dir, done.fit.best_path, spec.tensorboard_dir, done.fit.model,
+                       base_model[0], done.fit, prepared, config, done.metadata)

@@ -147,12 +147,10 @@ class LiveTrader:
 
     def __init__(self, run_dir: str | Path, state_dir: str | Path, symbol: Optional[str] = None,
                  start: Optional[str] = None, root: Optional[str | Path] = None, device: str = "cpu"):
-        from hftraining.ensemble import model_from_run
-
         self.run = ckpt.open_run(run_dir)
         self.config = pin_forecast_backend(self.run.config, self.run.metadata)   # the features it learned from
         self.symbol = normalize_symbol(symbol or (self.run.metadata.get("symbols") or [""])[0])
-        self.model = model_from_run(self.run, device)
+        self.model = self.run.model(device)
         self.layout = Layout.at(root or output_root(self.run.path, None, self.config))
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)

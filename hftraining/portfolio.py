@@ -157,13 +157,6 @@ def load_base_encoder(policy: PortfolioPolicy, base: ckpt.RunFiles, feature_name
     return len(copied)
 
 
-def open_base(base_run: Path) -> ckpt.RunFiles:
-    path = Path(base_run)
-    if not path.is_dir():
-        raise UserError(f"--base {path}: no such folder; pass a run folder like runs/models/base/<run>")
-    return ckpt.open_run(path)
-
-
 # --- the whole job -------------------------------------------------------------------------------------
 
 @dataclass
@@ -186,7 +179,7 @@ def run_portfolio(symbols: list[str], config: Config, base_run: Optional[Path] =
         raise UserError(f"portfolio {','.join(symbols)}: a group needs at least two different symbols")
     config = config.model_copy(deep=True)
     config.data.symbols = symbols
-    base = open_base(base_run) if base_run is not None else None
+    base = ckpt.open_base(base_run) if base_run is not None else None
     if base is not None:
         config.model = base.config.model.model_copy()      # the encoder must have the base run's shape
     Layout.at(config.paths.root).ensure_writable()

@@ -26,7 +26,6 @@ from hftraining.data.panel import build_panel
 from hftraining.layout import Layout, new_run_id
 from hftraining.portfolio_data import rebalance_every
 from hftraining.portfolio_eval import Evaluation, significance_and_costs, simulate_policy, write_portfolio_report
-from hftraining.portfolio_policy import build_policy
 from hftraining.portfolio_sim import PortfolioSim, baselines
 from hftraining.replay import backtest_setup, check_features, decision_range, in_sample_overlap, output_root
 from hftraining.trainer import resolve_device
@@ -79,9 +78,7 @@ def backtest_portfolio(model_dir, start_date=None, end_date=None, cost_bps=None,
     decisions = decision_range(panel, config.data.context_length, start, end)
 
     torch_device = resolve_device(config.training.device)
-    policy = build_policy(len(panel.feature_names), len(symbols), config)
-    ckpt.load_weights(policy, run.weights, model_dir / ckpt.WEIGHTS)
-    policy.to(torch_device)
+    policy = run.model(torch_device)
     x = torch.from_numpy(run.scaler.transform(panel)).to(torch_device)
     returns = np.nan_to_num(panel.returns, nan=0.0)
     every = rebalance_every(config)

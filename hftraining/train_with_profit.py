@@ -16,12 +16,12 @@ from hftraining.config import Config
 from hftraining.data.panel import Scaler, fingerprint, symbol_views
 from hftraining.errors import UserError
 from hftraining.evaluation import model_positions
-from hftraining.html_report import write_report_html
-from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
-from hftraining.prepare import Prepared, prepare, run_metadata
+from hftraining.layout import Layout, new_run_id, normalize_symbol
+from hftraining.lifecycle import RunSpec, Tested, Trial, train_run
+from hftraining.prepare import Prepared, prepare
 from hftraining.report import evaluate_and_report
-from hftraining.trainer import FitResult, TrainingJob, fit, resolve_device
-from hftraining.trials import TrialScope, register_trial
+from hftraining.trainer import FitResult, resolve_device
+from hftraining.trials import TrialScope
 
 log = logging.getLogger("hftraining")
 
@@ -81,66 +81,62 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
     layout.ensure_writable()
     if resume is not None:
         run_dir = Path(resume).resolve()
-        meta = ckpt.read_json(run_dir / ckpt.METADATA)
-        run_id = meta["run_id"]
+        run_id = ckpt.read_json(run_dir / ckpt.METADATA)["run_id"]
     prepared = distributed.main_first(lambda: prepare([symbol], config, progress=progress))
     distributed.agree(fingerprint(prepared.panel), "training data")
     if resume is not None:
-        prepared = _same_data_as_before(run_dir, meta, prepared)
-    if resume is None:
+        prepared = _same_data_as_before(run_dir, ckpt.read_json(run_dir / ckpt.METADATA), prepared)
+    else:
         run_id = distributed.broadcast(config.paths.run_name or new_run_id())
-        tcfg = config.training
-        meta = run_metadata("single", run_id, config, prepared, world_size=ctx.world_size,
-                            global_batch_size=tcfg.batch_size * tcfg.grad_accum_steps * ctx.world_size)
-
-        def claim() -> Path:
-            folder = claim_run_dir(layout.finetuned_model(symbol, run_id))
-            try:                    # reports/<run> is shared by every symbol: a reused run name must not overwrite it
-                claim_run_dir(layout.report(run_id))
-            except UserError:
-                folder.rmdir()
-                raise
-            ckpt.save_run_files(folder, config, prepared.scaler, meta)
-            return folder
-
-        run_dir = distributed.on_main(claim)
-    tb_dir = layout.tensorboard("finetuned", run_id, [symbol])
-    job = TrainingJob(config=config, panel=prepared.panel, splits=prepared.splits, scaler=prepared.scaler,
-                      run_dir=run_dir, tensorboard_dir=tb_dir, kind=f"single {symbol}",
-                      learning_rate=config.training.learning_rate, max_steps=config.training.max_steps,
-                      metadata=meta, resume=resume is not None, progress=progress, on_step=on_step)
-    result = fit(job)
+        run_dir = layout.finetuned_model(symbol, run_id)
+    tcfg = config.training
     report_dir = layout.report(run_id)
+    spec = RunSpec(kind="single", label=f"single {symbol}", run_id=run_id, run_dir=run_dir,
+                   tensorboard_dir=layout.tensorboard("finetuned", run_id, [symbol]), config=config,
+                   prepared=prepared, learning_rate=tcfg.learning_rate, max_steps=tcfg.max_steps,
+                   metadata={"world_size": ctx.world_size,
+                             "global_batch_size": tcfg.batch_size * tcfg.grad_accum_steps * ctx.world_size},
+                   also_claim=(report_dir,), resume=resume is not None, progress=progress, on_step=on_step,
+                   trials=[Trial("single", [symbol])])
+
+    def test(result: FitResult, run_dir: Path, meta: dict) -> Tested:
+        info = {"run_id": run_id, "run_dir": str(run_dir), "best_step": result.best_step,
+                "forecast_backend": prepared.panel.forecast.get(symbol, {}).get("backend", "none"),
+                "synthetic": meta.get("synthetic", False), "cost_per_turnover": config.cost_per_turnover}
+        tested = evaluate_test(result.model, prepared, config, report_dir, info)[symbol]
+        log_hparams(spec, result, tested)
+        return Tested({"report_dir": str(report_dir), "test": tested["model"],
+                       "tensorboard_dir": str(spec.tensorboard_dir)}, tested["model"].get("sharpe_ratio"),
+                      report_dir, {**tested, "info": info})
+
+    done = train_run(spec, test=test)
+    result, tb_dir = done.fit, spec.tensorboard_dir
     if not ctx.is_main:                                 # rank 0 writes the report
-        return SingleRun(result.model, run_dir, result.best_path, report_dir, tb_dir, result, {}, {})
-    info = {"run_id": run_id, "run_dir": str(run_dir), "best_step": result.best_step,
-            "forecast_backend": prepared.panel.forecast.get(symbol, {}).get("backend", "none"),
-            "synthetic": meta.get("synthetic", False),
-            "cost_per_turnover": config.cost_per_turnover}
-    test = evaluate_test(result.model, prepared, config, report_dir, info)[symbol]
-    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
-                         stopped_early=result.stopped_early, device=result.device, report_dir=str(report_dir),
-                         validation=result.best_metrics, test=test["model"], tensorboard_dir=str(tb_dir),
-                         history=result.history, nan_skipped=result.nan_skipped)
-    register_trial(config.paths.root, run_id, "single", [symbol], result.best_metrics.get("sharpe_ratio"),
-                   test["model"].get("sharpe_ratio"), run_dir=str(run_dir))
+        return SingleRun(result.model, done.run_dir, result.best_path, report_dir, tb_dir, result, {}, {})
+    tested = done.tested.value
+    info = tested.pop("info")
+    summary = {"run_id": run_id, "symbol": symbol, "run_dir": str(done.run_dir),
+               "checkpoint": str(result.best_path), "report_dir": str(report_dir), "tensorboard_dir": str(tb_dir),
+               "best_step": result.best_step, "steps_done": result.steps_done,
+               "forecast_backend": info["forecast_backend"], "synthetic": info["synthetic"],
+               "validation": result.best_metrics, "test": tested["model"],
+               "buy_and_hold": tested["baselines"]["buy_and_hold"], "edge_captured": tested.get("edge_captured"),
+               "report_html": done.report_html}
+    return SingleRun(result.model, done.run_dir, result.best_path, report_dir, tb_dir, result, tested, summary)
+
+
+def log_hparams(spec: RunSpec, result: FitResult, tested: dict) -> None:
+    """TensorBoard's hparams view of a single run: its settings next to its validation and test Sharpe."""
     from hftraining.tensorboard_log import RunLogger
 
-    hp = RunLogger(tb_dir)
+    config, symbol = spec.config, spec.prepared.panel.symbols[0]
+    hp = RunLogger(spec.tensorboard_dir)
     hp.hparams({"symbol": symbol, "hidden_size": config.model.hidden_size, "num_layers": config.model.num_layers,
                 "learning_rate": config.training.learning_rate, "context_length": config.data.context_length,
                 "cost_bps": config.profit.transaction_cost_bps},
                {"val_sharpe": result.best_metrics.get("sharpe_ratio", 0.0),
-                "test_sharpe": test["model"]["sharpe_ratio"] or 0.0})
+                "test_sharpe": tested["model"]["sharpe_ratio"] or 0.0})
     hp.close()
-    summary = {"run_id": run_id, "symbol": symbol, "run_dir": str(run_dir),
-               "checkpoint": str(result.best_path), "report_dir": str(report_dir), "tensorboard_dir": str(tb_dir),
-               "best_step": result.best_step, "steps_done": result.steps_done,
-               "forecast_backend": info["forecast_backend"], "synthetic": info["synthetic"],
-               "validation": result.best_metrics, "test": test["model"],
-               "buy_and_hold": test["baselines"]["buy_and_hold"], "edge_captured": test.get("edge_captured"),
-               "report_html": write_report_html(report_dir, run_dir)}
-    return SingleRun(result.model, run_dir, result.best_path, report_dir, tb_dir, result, test, summary)
 
 
 def _same_data_as_before(run_dir: Path, meta: dict, prepared: Prepared) -> Prepared:

@@ -29,10 +29,11 @@ from hftraining.config import Config
 from hftraining.data.panel import Panel, Scaler, Splits, build_panel, make_splits
 from hftraining.errors import UserError
 from hftraining.evaluation import buy_and_hold, model_positions, simulate
-from hftraining.layout import Layout, claim_run_dir, new_run_id, normalize_symbol
-from hftraining.prepare import Prepared, run_metadata
+from hftraining.layout import Layout, new_run_id, normalize_symbol
+from hftraining.lifecycle import RunSpec, Tested, train_run
+from hftraining.prepare import Prepared
 from hftraining.report import _clean, evaluate_and_report
-from hftraining.trainer import TrainingJob, fit, resolve_device
+from hftraining.trainer import resolve_device
 from hftraining.trials import TrialScope, register_trial
 
 log = logging.getLogger("hftraining")
@@ -112,24 +113,24 @@ def train_fold(fold: Fold, panel: Panel, symbol: str, config: Config, group_id: 
     """Train one fold as a full run folder and return its out-of-sample positions on its test bars."""
     layout = Layout.at(config.paths.root)
     scaler = fit_fold_scaler(panel, fold.train, config.data.context_length)
-    prepared = Prepared(panel, fold.splits, scaler)
     run_id = f"{group_id}-fold{fold.index:02d}"
-    run_dir = claim_run_dir(layout.finetuned_model(symbol, run_id))
-    meta = run_metadata("walk_forward_fold", run_id, config, prepared,
-                        walk_forward={"group_id": group_id, "fold": fold.index})
-    ckpt.save_run_files(run_dir, config, scaler, meta)
-    job = TrainingJob(config=config, panel=panel, splits=fold.splits, scaler=scaler, run_dir=run_dir,
-                      tensorboard_dir=layout.tensorboard("finetuned", run_id, [symbol]),
-                      kind=f"walk-forward {symbol} fold {fold.index}", learning_rate=config.training.learning_rate,
-                      max_steps=config.training.max_steps, metadata=meta, progress=progress)
-    result = fit(job)
-    s = panel.symbol_index(symbol)
-    x = torch.from_numpy(scaler.transform(panel)).to(next(result.model.parameters()).device)
-    positions = model_positions(result.model, x, panel, s, fold.test, config)
-    sim = simulate(panel, s, fold.test, positions, config.tracker, config.data.periods_per_year)
-    ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step, steps_done=result.steps_done,
-                         validation=result.best_metrics, test=_clean(sim.metrics))
-    return FoldResult(fold, run_id, run_dir, positions, result.best_metrics, _clean(sim.metrics), result.best_step)
+    spec = RunSpec(kind="walk_forward_fold", label=f"walk-forward {symbol} fold {fold.index}", run_id=run_id,
+                   run_dir=layout.finetuned_model(symbol, run_id),
+                   tensorboard_dir=layout.tensorboard("finetuned", run_id, [symbol]), config=config,
+                   prepared=Prepared(panel, fold.splits, scaler), learning_rate=config.training.learning_rate,
+                   max_steps=config.training.max_steps,
+                   metadata={"walk_forward": {"group_id": group_id, "fold": fold.index}}, progress=progress)
+
+    def test(result, run_dir, meta) -> Tested:
+        s = panel.symbol_index(symbol)
+        x = torch.from_numpy(scaler.transform(panel)).to(next(result.model.parameters()).device)
+        positions = model_positions(result.model, x, panel, s, fold.test, config)
+        sim = simulate(panel, s, fold.test, positions, config.tracker, config.data.periods_per_year)
+        return Tested({"test": _clean(sim.metrics)}, value=positions)
+
+    done = train_run(spec, test=test)
+    return FoldResult(fold, run_id, done.run_dir, done.tested.value, done.fit.best_metrics,
+                      done.metadata["test"], done.fit.best_step)
 
 
 def _span(panel: Panel, r: range) -> dict:
@@ -211,7 +212,7 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
     boundaries instead of restarting in cash) against the portfolio baselines on the same bars. Each fold
     scales with the group-pooled scaler of a portfolio run, fitted on that fold's training rows only.
     """
-    from hftraining.portfolio import open_base, run_prepared
+    from hftraining.portfolio import run_prepared
     from hftraining.portfolio_data import pooled_scaler, rebalance_every
     from hftraining.portfolio_eval import Evaluation, significance_and_costs, write_portfolio_report
     from hftraining.portfolio_sim import baselines, rebalance_offsets, simulate_portfolio
@@ -220,7 +221,7 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
     symbols = [normalize_symbol(s) for s in symbols]
     config = config.model_copy(deep=True)
     config.data.symbols = symbols
-    base = open_base(base_run) if base_run is not None else None
+    base = ckpt.open_base(base_run) if base_run is not None else None
     if base is not None:
         config.model = base.config.model.model_copy()      # the encoder must have the base run's shape
     layout = Layout.at(config.paths.root)

@@ -16,7 +16,7 @@ from hftraining.config import Config, load_config
 from hftraining.data.synthetic import generate_bars
 from hftraining.layout import Layout, claim_run_dir
 from hftraining.model import build_model
-from hftraining.train_with_profit import prepare, run_metadata
+from hftraining.prepare import prepare, run_metadata
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 

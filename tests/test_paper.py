@@ -15,7 +15,6 @@ from fake_runs import make_run, tiny_config, write_csv
 from hftraining import checkpoint as ckpt
 from hftraining.cli import main
 from hftraining.data.panel import build_panel
-from hftraining.ensemble import model_from_run
 from hftraining.errors import UserError
 from hftraining.evaluation import model_positions, simulate
 from hftraining.paper import BARS, DECISIONS, STATE, CsvReplay, LiveTrader, YahooPoll, open_feed, run_paper
@@ -46,7 +45,7 @@ def backtest_positions(setup) -> tuple[pd.DatetimeIndex, np.ndarray, object]:
     cfg = tiny_config(setup["root"], data_dir=setup["replay"].parent)
     panel = build_panel(["DEMO"], cfg, setup["root"], progress=False, min_bars=20)
     run = ckpt.open_run(setup["run"])
-    model = model_from_run(run)
+    model = run.model()
     x = torch.from_numpy(run.scaler.transform(panel))
     decisions = range(model.context_length - 1, panel.n_time)
     positions = model_positions(model, x, panel, 0, decisions, run.config)

@@ -10,7 +10,6 @@ from fake_runs import make_run, tiny_config, write_csv
 
 from hftraining import checkpoint as ckpt
 from hftraining.data.panel import build_panel
-from hftraining.ensemble import model_from_run
 from hftraining.evaluation import model_positions
 from hftraining.forecasting import base as forecast_base
 from hftraining.forecasting.statistical import StatisticalBackend
@@ -51,7 +50,7 @@ def _statistical_positions(root, run_dir, data_dir):
     cfg = tiny_config(root, data_dir=data_dir, overrides=["data.forecast_backend=statistical"])
     panel = build_panel(["DEMO"], cfg, root, progress=False, min_bars=20)
     run = ckpt.open_run(run_dir)
-    model = model_from_run(run)
+    model = run.model()
     x = torch.from_numpy(run.scaler.transform(panel))
     decisions = range(model.context_length - 1, panel.n_time)
     return pd.DatetimeIndex(panel.dates[decisions.start:]), model_positions(model, x, panel, 0, decisions, run.config)

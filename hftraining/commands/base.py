@@ -50,10 +50,11 @@ def finetune(stock: str, base_run: Path, options: ConfigOptions, epochs: Optiona
     """`hftrain finetune`: without --config the base run's own config (+ --set) is used; with one, it
     must agree with the base on model shape and features. --steps overrides the epochs rule."""
     from hftraining.base_model_trainer import run_finetune
+    from hftraining.checkpoint import open_base
     from hftraining.distributed import is_main_process
-    from hftraining.finetune import base_run_dir, finetune_config_from_base
+    from hftraining.finetune import finetune_config_from_base
 
-    base_dir = base_run_dir(base_run)
+    base_dir = open_base(base_run).path.resolve()
     o = options
     if o.config is None:
         updates = {"paths.root": str(o.out) if o.out else None,

@@ -1,0 +1,158 @@
+"""One run's life on disk: claim its folder, write its metadata, train, finish, register the trial, report.
+
+Every stage that trains (single, base, a single-from-scratch comparison, fine-tune, walk-forward
+fold, portfolio) describes its run as a `RunSpec` and calls `train_run`:
+
+  start   claim the run folder (and any folder that must be new with it), write config.yaml, the
+          scaler, features.json and metadata.json (status running); a resumed run reopens its folder
+  fit     the training loop (hftraining.trainer.fit, or the job the spec hands in)
+  after   the stage's own step on the fitted model (a fine-tune keeps the better of tuned and base)
+  test    the stage's test evaluation and report files (rank 0 only), when it has one
+  finish  metadata.json: status completed, the fit's record and the stage's fields
+  trial   the runs of the stage registered in trials.jsonl (the Deflated Sharpe counts them)
+  report  report.html beside the test report
+
+Under torchrun rank 0 alone writes; every rank fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hftraining import checkpoint as ckpt
+from hftraining import distributed
+from hftraining.config import Config
+from hftraining.errors import UserError
+from hftraining.layout import claim_run_dir
+from hftraining.prepare import Prepared, run_metadata
+from hftraining.trainer import FitResult, TrainingJob
+
+
+@dataclass
+class Trial:
+    """One entry of trials.jsonl this run adds: `trial_id` (default: the run id), kind and symbols."""
+
+    kind: str
+    symbols: list[str]
+    trial_id: Optional[str] = None
+
+
+@dataclass
+class Tested:
+    """What a stage's test step hands back: metadata fields, the test Sharpe of its trial, the report folder
+    (report.html is written there) and anything else the stage needs (`value`)."""
+
+    metadata: dict = field(default_factory=dict)
+    test_sharpe: Optional[float] = None
+    report_dir: Optional[Path] = None
+    value: Any = None
+
+
+@dataclass
+class RunSpec:
+    """Everything a run needs besides its stage-specific steps."""
+
+    kind: str                              # metadata kind: single | base | finetune | walk_forward_fold | portfolio
+    label: str                             # progress bar and log name, e.g. "single AAPL"
+    run_id: str
+    run_dir: Path                          # the folder to claim (or, resuming, to reopen)
+    tensorboard_dir: Path
+    config: Config                         # as trained; written as config.yaml
+    prepared: Prepared
+    learning_rate: float
+    max_steps: int
+    metadata: dict = field(default_factory=dict)      # extra fields of metadata.json
+    also_claim: tuple[Path, ...] = ()      # folders that must be new with the run (a shared report folder)
+    init_weights: Optional[dict] = None    # a fine-tune starts from these
+    resume: bool = False
+    progress: bool = True
+    on_step: Optional[Callable[[int], None]] = None
+    trials: list[Trial] = field(default_factory=list)
+    job: Optional[Callable[["RunSpec", Path, dict], TrainingJob]] = None   # builds a custom job (portfolio)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    tensorboard_dir: Path
+    fit: FitResult
+    metadata: dict
+    tested: Tested
+    report_html: Optional[str] = None
+
+
+def start_run(spec: RunSpec) -> tuple[Path, dict]:
+    """(run folder, metadata): claimed and written by rank 0, or the resumed run's own."""
+    if spec.resume:
+        return spec.run_dir, ckpt.read_json(spec.run_dir / ckpt.METADATA)
+    meta = run_metadata(spec.kind, spec.run_id, spec.config, spec.prepared, **spec.metadata)
+
+    def claim() -> Path:
+        folder = claim_run_dir(spec.run_dir)
+        claimed = [folder]
+        try:                    # reports/<run> is shared by every symbol: a reused run name must not overwrite it
+            for other in spec.also_claim:
+                claimed.append(claim_run_dir(other))
+        except UserError:
+            for path in reversed(claimed):
+                path.rmdir()
+            raise
+        ckpt.save_run_files(folder, spec.config, spec.prepared.scaler, meta)
+        return folder
+
+    return distributed.on_main(claim), meta
+
+
+def training_job(spec: RunSpec, run_dir: Path, meta: dict) -> TrainingJob:
+    """The single-asset model's job (trainer.fit); a spec with `job` builds its own."""
+    if spec.job is not None:
+        return spec.job(spec, run_dir, meta)
+    p = spec.prepared
+    return TrainingJob(config=spec.config, panel=p.panel, splits=p.splits, scaler=p.scaler, run_dir=run_dir,
+                       tensorboard_dir=spec.tensorboard_dir, kind=spec.label, learning_rate=spec.learning_rate,
+                       max_steps=spec.max_steps, metadata=meta, init_weights=spec.init_weights, resume=spec.resume,
+                       progress=spec.progress, on_step=spec.on_step)
+
+
+def finish_run(run_dir: Path, result: FitResult, **fields: Any) -> dict:
+    """metadata.json of a finished run: status completed, the fit's record, the stage's fields."""
+    return ckpt.update_metadata(run_dir, status="completed", best_step=result.best_step,
+                                steps_done=result.steps_done, stopped_early=result.stopped_early,
+                                device=result.device, validation=result.best_metrics, history=result.history,
+                                nan_skipped=result.nan_skipped, **fields)
+
+
+def train_run(spec: RunSpec, after_fit: Optional[Callable[[FitResult, TrainingJob], dict]] = None,
+              test: Optional[Callable[[FitResult, Path, dict], Tested]] = None) -> RunOutcome:
+    """start -> fit -> after_fit (every rank; returns metadata fields) -> test (rank 0) -> finish -> trials -> report.
+
+    Rank 0's outcome carries the finished metadata and the test; the other ranks' carry the metadata
+    as started and an empty Tested.
+    """
+    from hftraining.trainer import fit
+
+    run_dir, meta = start_run(spec)
+    job = training_job(spec, run_dir, meta)
+    result = fit(job)
+    extra = after_fit(result, job) if after_fit is not None else {}
+    if not distributed.context().is_main:
+        return RunOutcome(spec.run_id, run_dir, spec.tensorboard_dir, result, meta, Tested())
+    tested = test(result, run_dir, meta) if test is not None else Tested()
+    meta = finish_run(run_dir, result, **extra, **tested.metadata)
+    if spec.trials:
+        from hftraining.trials import register_trial
+
+        root = spec.config.paths.root
+        for trial in spec.trials:
+            register_trial(root, trial.trial_id or spec.run_id, trial.kind, trial.symbols,
+                           result.best_metrics.get("sharpe_ratio"), tested.test_sharpe, run_dir=str(run_dir))
+    html = None
+    if tested.report_dir is not None:
+        from hftraining.html_report import write_report_html
+
+        html = write_report_html(tested.report_dir, run_dir)
+    return RunOutcome(spec.run_id, run_dir, spec.tensorboard_dir, result, meta, tested, html)
