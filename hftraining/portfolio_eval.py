@@ -15,11 +15,11 @@ import torch
 from hftraining import atomic
 from hftraining.config import Config
 from hftraining.deflated import deflated
-from hftraining.html_report import save_series
 from hftraining.portfolio_data import PairStockDataset
 from hftraining.portfolio_objective import horizon_net_returns, loss_from_config
 from hftraining.portfolio_policy import CASH, PortfolioPolicy, predict_weights, prior_logits
 from hftraining.portfolio_sim import PortfolioSim, clean_metrics, rebalance_offsets, simulate_portfolio
+from hftraining.report_data import save_series
 from hftraining.significance import (
     DEFAULT_COSTS_BPS,
     cost_sensitivity,

@@ -20,8 +20,8 @@ from hftraining.config import Config, TrackerConfig
 from hftraining.data.panel import Panel
 from hftraining.deflated import deflated
 from hftraining.evaluation import Simulation, simulate
-from hftraining.html_report import save_series
 from hftraining.metrics import at_volatility
+from hftraining.report_data import save_series
 from hftraining.significance import (
     DEFAULT_COSTS_BPS,
     cost_sensitivity,
