@@ -160,13 +160,19 @@ def agree(value: str, what: str) -> None:
                         "a forecast cache filled once and copied)")
 
 
-def wrap(model: torch.nn.Module, device: torch.device, ctx: Context) -> torch.nn.Module:
-    """DistributedDataParallel around `model` when there are several ranks, else `model` itself."""
+def wrap(model: torch.nn.Module, device: torch.device, ctx: Context,
+         find_unused_parameters: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel around `model` when there are several ranks, else `model` itself.
+
+    `find_unused_parameters`: the model holds parameters its forward never uses (a portfolio policy's encoder
+    heads), which DDP must not wait for.
+    """
     if not ctx.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused_parameters)
 
 
 def accumulating(module: torch.nn.Module, last_micro_batch: bool):

@@ -129,7 +129,7 @@ def keep_the_better(result: FitResult, base_model: AllocationTransformer, job: T
     """
     import torch
 
-    from hftraining.trainer import calibrate_output_scale
+    from hftraining.position_task import calibrate_output_scale
 
     tuned = validation_sharpe(result.model, job)
     base = validation_sharpe(base_model.to(next(result.model.parameters()).device), job)

@@ -33,9 +33,10 @@ from hftraining.config import Config, load_config  # noqa: E402
 from hftraining.data.panel import window_ends  # noqa: E402
 from hftraining.model import build_model, count_parameters  # noqa: E402
 from hftraining.objective import objective_from_config  # noqa: E402
+from hftraining.position_task import Batches, device_tensors  # noqa: E402
 from hftraining.tensorboard_log import RunLogger  # noqa: E402
 from hftraining.train_with_profit import Prepared, prepare  # noqa: E402
-from hftraining.trainer import Batches, StepGuard, TrainingJob, _device_tensors, fit, resolve_device  # noqa: E402
+from hftraining.trainer import StepGuard, TrainingJob, fit, resolve_device  # noqa: E402
 
 
 class _WindowTimed(Exception):
@@ -101,7 +102,7 @@ def _setup(config: Config, data: Prepared):
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay,
                                   fused=device.type == "cuda")
-    x, returns = _device_tensors(data, device)
+    x, returns = device_tensors(data, device)
     ends = window_ends(data.splits.train, len(data.panel.symbols))
     batches = Batches(x, returns, ends, config.data.context_length, config.data.horizon,
                       torch.Generator().manual_seed(tcfg.seed))

@@ -2,12 +2,12 @@
 
 import torch
 
-from hftraining import trainer
+from hftraining import position_task
 
 
 def poison_training_loss(monkeypatch, at_step: int) -> None:
     """The training objective returns NaN at one optimizer step (evaluation, under no_grad, is untouched)."""
-    real = trainer.objective_from_config
+    real = position_task.objective_from_config
     calls = {"n": 0}
 
     def objective(*args, **kwargs):
@@ -18,4 +18,4 @@ def poison_training_loss(monkeypatch, at_step: int) -> None:
                 parts.loss = parts.loss * float("nan")
         return parts
 
-    monkeypatch.setattr(trainer, "objective_from_config", objective)
+    monkeypatch.setattr(position_task, "objective_from_config", objective)
