@@ -192,8 +192,9 @@ def finetune_cmd(
 
 @app.command()
 def portfolio(
-    pairs: List[str] = typer.Option(..., "--pairs", help="A group like AAPL,MSFT (repeat for more groups)."),
+    pairs: List[str] = typer.Option(None, "--pairs", help="A group like AAPL,MSFT (repeat for more groups)."),
     base_run: Optional[Path] = typer.Option(None, "--base", help="Initialise the encoder from a base run."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the portfolio run in this folder."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
     end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
@@ -203,13 +204,17 @@ def portfolio(
     retrain_every: Optional[int] = typer.Option(None, "--retrain-every", help="Walk-forward: bars per fold (252)."),
     walk_forward_window: Optional[str] = typer.Option(
         None, "--walk-forward-window", help="Walk-forward training window: expanding (default) or rolling."),
+    nproc: Optional[int] = NprocOpt,
 ):
     """Learn softmax allocations over each group of assets, rebalanced every horizon."""
     from hftraining.commands import portfolio as command
 
+    if nproc is not None and nproc > 1 and walk_forward:
+        raise UserError("--nproc cannot be combined with --walk-forward yet")
+    _relaunch_under_torchrun(nproc, device)
     command.portfolio(pairs, _options(config, set_, out, source, data_dir, start, end, steps, device, seed,
                                       forecast_backend),
-                      base_run=base_run, walk_forward=walk_forward, retrain_every=retrain_every,
+                      base_run=base_run, resume=resume, walk_forward=walk_forward, retrain_every=retrain_every,
                       walk_forward_window=walk_forward_window, json_=json_, quiet=quiet)
 
 
@@ -421,10 +426,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup_logging(debug)
     try:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and argv[:1] not in (["single"], ["base"], ["finetune"],
-                                                                            ["forecast"]):
-            raise UserError("under torchrun only `hftrain single`, `hftrain base` and `hftrain finetune` "
-                            "(data-parallel training) and `hftrain forecast` (one shard of the symbols per rank) "
-                            "run; start other commands as one process")
+                                                                            ["portfolio"], ["forecast"]):
+            raise UserError("under torchrun only `hftrain single`, `hftrain base`, `hftrain finetune` and "
+                            "`hftrain portfolio` (data-parallel training) and `hftrain forecast` (one shard of the "
+                            "symbols per rank) run; start other commands as one process")
         app(args=expand_multi_value(argv), prog_name="hftrain", standalone_mode=False)
     except UserError as exc:
         if debug:

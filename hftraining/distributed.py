@@ -58,8 +58,8 @@ def context() -> Context:
 def require_session(command: str = "this command") -> Context:
     """The trainer's guard: under torchrun, only code that joined the group may train (else N duplicate runs)."""
     if launched() and not (dist.is_available() and dist.is_initialized()):
-        raise UserError(f"{command} does not run under torchrun/--nproc yet; only `hftrain single`, `base` "
-                        "and `finetune` do (run it in one process)")
+        raise UserError(f"{command} does not run under torchrun/--nproc yet; only `hftrain single`, `base`, "
+                        "`finetune` and `portfolio` do (run it in one process)")
     return context()
 
 

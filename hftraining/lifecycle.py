@@ -25,6 +25,7 @@ from typing import Any, Optional
 from hftraining import checkpoint as ckpt
 from hftraining import distributed
 from hftraining.config import Config
+from hftraining.data.panel import Scaler
 from hftraining.errors import UserError
 from hftraining.layout import claim_run_dir
 from hftraining.prepare import Prepared, run_metadata
@@ -83,6 +84,24 @@ class RunOutcome:
     metadata: dict
     tested: Tested
     report_html: Optional[str] = None
+
+
+def resumed_data(run_dir: Path, prepared: Prepared) -> Prepared:
+    """A resumed run continues on the bars it started with, scaled by its saved scaler (never refitted)."""
+    meta = ckpt.read_json(run_dir / ckpt.METADATA)
+    now = prepared.splits.as_dict(prepared.panel)
+    for name in ("train", "val", "test"):
+        then = (meta.get("splits") or {}).get(name)
+        if then is not None and then != now[name]:
+            raise UserError(
+                f"--resume {run_dir}: the data changed since this run started ({name} was {then['start']} .. "
+                f"{then['end']}, {then['bars']} bars; now {now[name]['start']} .. {now[name]['end']}, "
+                f"{now[name]['bars']} bars); pin data.start/data.end to the run's dates or start a new run")
+    scaler = Scaler.from_dict(ckpt.read_json(run_dir / ckpt.SCALER))
+    if scaler.feature_names != prepared.panel.feature_names:
+        raise UserError(f"--resume {run_dir}: the features differ from the run's scaler.json; "
+                        "resume with the run's own config")
+    return Prepared(prepared.panel, prepared.splits, scaler)
 
 
 def start_run(spec: RunSpec) -> tuple[Path, dict]:

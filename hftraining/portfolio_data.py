@@ -35,7 +35,9 @@ class PairStockDataset:
     def __init__(self, prepared: Prepared, every: int, episode_rebalances: int, device: torch.device,
                  prior: str = "equal", vol_span: int = VOL_SPAN):
         panel = prepared.panel
+        self.panel, self.scaler = panel, prepared.scaler
         self.symbols = list(panel.symbols)
+        self.feature_names = list(panel.feature_names)
         self.splits: Splits = prepared.splits
         self.every = every
         self.episode_rebalances = episode_rebalances
@@ -68,9 +70,14 @@ class PairStockDataset:
         end = torch.clamp(bars + self.every, max=stop)
         return (self.close[end] / self.close[bars]).float()
 
-    def sample_episodes(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        """Rebalance bars [B, P] of random training episodes; column 0 only sets the drifted starting book."""
-        starts = torch.randint(self.first_start, self.last_start + 1, (batch,), generator=generator)
+    def sample_episodes(self, batch: int, generator: torch.Generator, rank: int = 0,
+                        world_size: int = 1) -> torch.Tensor:
+        """Rebalance bars [B, P] of random training episodes; column 0 only sets the drifted starting book.
+
+        Under DDP every rank draws the same global batch (batch * world_size episodes) and keeps its slice.
+        """
+        starts = torch.randint(self.first_start, self.last_start + 1, (batch * world_size,), generator=generator)
+        starts = starts[rank * batch:(rank + 1) * batch]
         steps = torch.arange(-1, self.episode_rebalances, dtype=torch.int64) * self.every
         return (starts[:, None] + steps).to(self.device)
 

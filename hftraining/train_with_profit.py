@@ -13,11 +13,10 @@ from typing import Optional
 from hftraining import checkpoint as ckpt
 from hftraining import distributed
 from hftraining.config import Config
-from hftraining.data.panel import Scaler, fingerprint, symbol_views
-from hftraining.errors import UserError
+from hftraining.data.panel import fingerprint, symbol_views
 from hftraining.evaluation import model_positions
 from hftraining.layout import Layout, new_run_id, normalize_symbol
-from hftraining.lifecycle import RunSpec, Tested, Trial, train_run
+from hftraining.lifecycle import RunSpec, Tested, Trial, resumed_data, train_run
 from hftraining.prepare import Prepared, prepare
 from hftraining.report import evaluate_and_report
 from hftraining.trainer import FitResult, resolve_device
@@ -85,7 +84,7 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
     prepared = distributed.main_first(lambda: prepare([symbol], config, progress=progress))
     distributed.agree(fingerprint(prepared.panel), "training data")
     if resume is not None:
-        prepared = _same_data_as_before(run_dir, ckpt.read_json(run_dir / ckpt.METADATA), prepared)
+        prepared = resumed_data(run_dir, prepared)
     else:
         run_id = distributed.broadcast(config.paths.run_name or new_run_id())
         run_dir = layout.finetuned_model(symbol, run_id)
@@ -137,23 +136,6 @@ def log_hparams(spec: RunSpec, result: FitResult, tested: dict) -> None:
                {"val_sharpe": result.best_metrics.get("sharpe_ratio", 0.0),
                 "test_sharpe": tested["model"]["sharpe_ratio"] or 0.0})
     hp.close()
-
-
-def _same_data_as_before(run_dir: Path, meta: dict, prepared: Prepared) -> Prepared:
-    """A resumed run continues on the bars it started with, scaled by its saved scaler (never refitted)."""
-    now = prepared.splits.as_dict(prepared.panel)
-    for name in ("train", "val", "test"):
-        then = (meta.get("splits") or {}).get(name)
-        if then is not None and then != now[name]:
-            raise UserError(
-                f"--resume {run_dir}: the data changed since this run started ({name} was {then['start']} .. "
-                f"{then['end']}, {then['bars']} bars; now {now[name]['start']} .. {now[name]['end']}, "
-                f"{now[name]['bars']} bars); pin data.start/data.end to the run's dates or start a new run")
-    scaler = Scaler.from_dict(ckpt.read_json(run_dir / ckpt.SCALER))
-    if scaler.feature_names != prepared.panel.feature_names:
-        raise UserError(f"--resume {run_dir}: the features differ from the run's scaler.json; "
-                        "resume with the run's own config")
-    return Prepared(prepared.panel, prepared.splits, scaler)
 
 
 def train_single_stock_with_profit(stock: str = "AAPL", config: Optional[Config] = None,

@@ -224,7 +224,7 @@ def test_forecast_shards_split_the_symbols_over_one_shared_cache(tmp_path, capsy
 
 def test_other_commands_refuse_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["portfolio", "--pairs", "A,B"]) == 2
+    assert main(["ensemble", "--models", "a", "b"]) == 2
     assert "under torchrun only `hftrain single`" in capsys.readouterr().err
 
 

@@ -60,6 +60,19 @@ class ConfigOptions:
                             self.seed, self.forecast_backend, symbols=symbols, extra=extra)
 
 
+def resumed_config(resume: Path, overrides: Optional[list[str]]):
+    """The config a run folder was started with (+ --set), its output root the run's own, wherever we are."""
+    from hftraining.config import load_config
+
+    if not (resume / "config.yaml").is_file():
+        raise UserError(f"--resume {resume}: not a run folder (no config.yaml)")
+    cfg = load_config(resume / "config.yaml", overrides)
+    parts = resume.resolve().parts
+    if "models" in parts:
+        cfg.paths.root = str(Path(*parts[: len(parts) - 1 - parts[::-1].index("models")]))
+    return cfg
+
+
 def emit_json(summary: dict) -> None:
     """The `--json` summary: one line, the last of stdout."""
     sys.stdout.write(json.dumps(summary, default=str) + "\n")

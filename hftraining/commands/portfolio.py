@@ -34,17 +34,31 @@ def group_configs(pairs: list[str], options: ConfigOptions) -> list[tuple[list[s
     return out
 
 
-def portfolio(pairs: list[str], options: ConfigOptions, base_run: Optional[Path] = None, walk_forward: bool = False,
-              retrain_every: Optional[int] = None, walk_forward_window: Optional[str] = None, json_: bool = False,
-              quiet: bool = False) -> list:
-    """`hftrain portfolio --pairs A,B [--pairs C,D,E] [--walk-forward]`: one model (or walk-forward) per group."""
+def portfolio(pairs: Optional[list[str]], options: ConfigOptions, base_run: Optional[Path] = None,
+              resume: Optional[Path] = None, walk_forward: bool = False, retrain_every: Optional[int] = None,
+              walk_forward_window: Optional[str] = None, json_: bool = False, quiet: bool = False) -> list:
+    """`hftrain portfolio --pairs A,B [--pairs C,D,E] [--walk-forward]`: one model (or walk-forward) per group;
+    `--resume RUN_DIR` continues one run from its last checkpoint, with its own config."""
     if not walk_forward and (retrain_every is not None or walk_forward_window is not None):
         raise UserError("--retrain-every and --walk-forward-window need --walk-forward")
+    from hftraining.distributed import is_main_process
     from hftraining.portfolio import run_portfolio
     from hftraining.walk_forward import run_walk_forward_portfolio
 
+    if resume is not None:
+        if pairs or walk_forward or base_run is not None:
+            raise UserError("--resume continues one run with its own groups and base; drop --pairs, --base and "
+                            "--walk-forward")
+        from hftraining.commands.common import resumed_config
+
+        cfg = resumed_config(resume, options.set_)
+        groups = [(list(cfg.data.symbols), cfg)]
+    elif not pairs:
+        raise UserError("--pairs: give at least one group, e.g. --pairs AAPL,MSFT (or --resume RUN_DIR)")
+    else:
+        groups = group_configs(pairs, options)
     results = []
-    for group, group_cfg in group_configs(pairs, options):
+    for group, group_cfg in groups:
         if walk_forward:
             result = run_walk_forward_portfolio(group, group_cfg, retrain_every or 252,
                                                 walk_forward_window or "expanding", base_run, progress=not quiet)
@@ -53,10 +67,14 @@ def portfolio(pairs: list[str], options: ConfigOptions, base_run: Optional[Path]
             print_walk_forward(result)
         else:
             start_time = time.time()
-            result = run_portfolio(group, group_cfg, base_run=base_run, progress=not quiet)
+            result = run_portfolio(group, group_cfg, base_run=base_run, progress=not quiet, resume=resume)
+            if not is_main_process():               # under torchrun rank 0 alone prints
+                continue
             result.summary["seconds"] = round(time.time() - start_time, 1)
             print_portfolio(result)
         results.append(result)
+    if not is_main_process():
+        return results
     if json_:
         emit_json({"runs": [r.summary for r in results]})
     return results

@@ -10,6 +10,7 @@ from hftraining.commands.common import (
     console,
     emit_json,
     plain,
+    resumed_config,
     significance_line,
     symbols_of,
 )
@@ -36,19 +37,6 @@ def single(stock: str, options: ConfigOptions, resume: Optional[Path] = None, wa
     print_single(run)
     if json_:
         emit_json(run.summary)
-
-
-def resumed_config(resume: Path, overrides: Optional[list[str]]):
-    """The config a run folder was started with (+ --set), its output root the run's own, wherever we are."""
-    from hftraining.config import load_config
-
-    if not (resume / "config.yaml").is_file():
-        raise UserError(f"--resume {resume}: not a run folder (no config.yaml)")
-    cfg = load_config(resume / "config.yaml", overrides)
-    parts = resume.resolve().parts
-    if "models" in parts:
-        cfg.paths.root = str(Path(*parts[: len(parts) - 1 - parts[::-1].index("models")]))
-    return cfg
 
 
 def _variant(stock: str, options: ConfigOptions, resume: Optional[Path], walk_forward: bool,
