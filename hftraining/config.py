@@ -91,14 +91,14 @@ class ModelConfig(Section):
     num_layers: int = Field(2, ge=1, description="Transformer blocks.")
     num_heads: int = Field(4, ge=1, description="Attention heads per block (divides hidden_size).")
     ff_multiplier: int = Field(4, ge=1, description="Feed-forward width as a multiple of hidden_size.")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in attention and feed-forward layers.")
+    dropout: float = Field(0.3, ge=0, lt=1, description="Dropout in attention and feed-forward layers.")
     max_position: float = Field(1.0, gt=0, le=1.0, description="Largest absolute position the allocation head emits.")
     aux_weight: float = Field(0.0, ge=0, description="Weight of the auxiliary next-horizon return loss (0 = off).")
 
 
 class TrainingConfig(Section):
     learning_rate: float = Field(3e-4, gt=0, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(64, ge=1, description="Windows per optimizer step (before accumulation).")
     grad_accum_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     max_steps: int = Field(600, ge=1, description="Optimizer steps (the schedule counts these, not micro-batches).")
