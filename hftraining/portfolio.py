@@ -133,11 +133,13 @@ def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFile
                                        panel.feature_names)
         base_meta = {"base_run": str(base.path), "base_tensors_copied": copied, "base_splits": base_spans(base)}
     window = min(config.portfolio.context_length or config.data.context_length, config.data.context_length)
+    world_size = distributed.context().world_size      # under torchrun each rank trains batch_size episodes a step
     spec = RunSpec(kind="portfolio", label=f"portfolio {'_'.join(symbols)}", run_id=run_id, run_dir=run_dir,
                    tensorboard_dir=layout.tensorboard("portfolio", run_id, symbols), config=config, prepared=prepared,
                    learning_rate=config.portfolio.learning_rate, max_steps=config.portfolio.max_steps,
                    metadata={"rebalance_every": every, "include_cash": config.portfolio.include_cash,
-                             "window": window, **base_meta},
+                             "window": window, **base_meta, "world_size": world_size,
+                             "global_batch_size": config.portfolio.batch_size * world_size},
                    resume=resume is not None, progress=progress, on_step=on_step,
                    trials=[Trial("portfolio", symbols)] if trial else [],
                    job=lambda spec, run_dir, meta: portfolio_job(config, data, run_dir, spec.tensorboard_dir, base,

@@ -1,7 +1,8 @@
 """Data parallelism (hftraining.distributed) and the trainer's sync-free NaN guard.
 
-The end-to-end test launches `hftrain single --nproc 2` (torchrun, two gloo ranks on CPU) and checks
-that it trains the same model as one process with the doubled batch, and that rank 0 alone writes.
+The end-to-end tests launch `hftrain single|base|portfolio --nproc 2` (torchrun, two gloo ranks on CPU)
+and check that each trains the same model as one process with the doubled batch, and that rank 0 alone
+writes.
 """
 
 import json
@@ -94,6 +95,37 @@ def test_base_on_two_gloo_ranks_equals_one_process_with_the_global_batch(tmp_pat
         for key in ("sharpe_ratio", "total_return"):
             assert ddp["stocks"][symbol]["base"][key] == pytest.approx(one["stocks"][symbol]["base"][key],
                                                                        rel=1e-3, abs=1e-6)
+
+
+def _portfolio_args(out: Path, batch: int) -> list[str]:
+    return ["portfolio", "--pairs", "AAA,BBB", "--source", "synthetic", "--config", TINY,
+            "--set", "data.forecast_backend=none", "--set", f"portfolio.batch_size={batch}", "--steps", "10",
+            "--set", "training.eval_every=5", "--device", "cpu", "--seed", "3", "--set", "paths.run_name=r",
+            "--out", str(out), "--json", "-q"]
+
+
+@pytest.mark.slow
+def test_portfolio_on_two_gloo_ranks_equals_one_process_with_the_global_batch(tmp_path, capsys):
+    """The portfolio trains through trainer.fit, so torchrun splits each batch of episodes over the ranks."""
+    ddp, one = _two_ranks_and_one_process(_portfolio_args, tmp_path, capsys)
+    ddp, one = ddp["runs"][0], one["runs"][0]
+
+    ddp_dir, one_dir = Path(ddp["run_dir"]), Path(one["run_dir"])
+    assert [p.name for p in ddp_dir.parent.iterdir()] == ["r"]       # one run folder, one report
+    assert [p.name for p in Path(ddp["report_dir"]).parent.iterdir()] == ["r"]
+    meta = json.loads((ddp_dir / "metadata.json").read_text())
+    assert meta["world_size"] == 2 and meta["global_batch_size"] == 16 and meta["status"] == "completed"
+    a = load_file(ddp_dir / "last" / "state.safetensors")
+    b = load_file(one_dir / "last" / "state.safetensors")
+    for key in (k for k in b if k.startswith("model.")):
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+    assert ddp["best_step"] == one["best_step"]
+    for key in ("sharpe_ratio", "total_return"):
+        assert ddp["validation"][key] == pytest.approx(one["validation"][key], rel=1e-3, abs=1e-6)
+        assert ddp["test"][key] == pytest.approx(one["test"][key], rel=1e-3, abs=1e-6)
+    w_ddp = pd.read_csv(Path(ddp["report_dir"]) / "weights.csv").drop(columns="date").to_numpy()
+    w_one = pd.read_csv(Path(one["report_dir"]) / "weights.csv").drop(columns="date").to_numpy()
+    np.testing.assert_allclose(w_ddp, w_one, atol=1e-4)
 
 
 def test_ranks_slice_one_global_batch():

@@ -187,6 +187,71 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
         assert scalars(Path(resumed["tensorboard_dir"]), tag) == scalars(Path(reference["tensorboard_dir"]), tag)
 
 
+PORTFOLIO_KILL_SETTINGS = ["portfolio", "--pairs", "AAA,BBB", "--config", TINY, *NO_FORECAST, "--source", "synthetic",
+                           "--json", "--set", "portfolio.max_steps=300", "--set", "training.eval_every=25",
+                           "--set", "training.checkpoint_every=10", "--set", "training.log_every=5",
+                           "--set", "model.dropout=0.1", "--set", "training.early_stopping_patience=0",
+                           "--set", "portfolio.prior_candidate=true"]
+
+
+@pytest.mark.slow
+def test_portfolio_kill_9_then_resume_is_bit_identical(tmp_path):
+    """The portfolio trains through the same loop: killed after a checkpoint, `hftrain portfolio --resume`
+    ends with the same bytes, optimizer state, history, test metrics and TensorBoard scalars as a run never killed."""
+    code, out, err = finish(hftrain(*PORTFOLIO_KILL_SETTINGS, "--out", str(tmp_path / "ref"), "-q",
+                                    "--set", "paths.run_name=ref"))
+    assert code == 0, err
+    reference = json.loads(out.strip().splitlines()[-1])["runs"][0]
+    steps = reference["steps_done"]
+    rng = random.Random(int(os.environ.get("HFTRAIN_KILL_SEED", time.time_ns())))
+    target, delay = rng.choice(range(10, steps // 2, 10)), rng.uniform(0.0, 0.2)
+
+    killed_root = tmp_path / "killed"
+    run_dir = killed_root / "models" / "finetuned" / "portfolio_pairs" / "AAA_BBB" / "kill"
+    proc = hftrain(*PORTFOLIO_KILL_SETTINGS, "--out", str(killed_root), "-q", "--set", "paths.run_name=kill",
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads((run_dir / "last" / "state.json").read_text())["step"] >= target:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.005)
+    time.sleep(delay)
+    assert proc.poll() is None, "the run finished before it could be killed; raise portfolio.max_steps"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    on_disk = ckpt.read_json(run_dir / "last" / "state.json")["step"]
+    assert target <= on_disk < steps
+    assert ckpt.read_json(run_dir / "metadata.json")["status"] == "running"
+    print(f"\nportfolio killed at checkpoint target {target} + {delay:.2f}s (state on disk: step {on_disk}, "
+          f"reference {steps} steps)")
+
+    code, out, err = finish(hftrain("portfolio", "--resume", str(run_dir), "--json"))
+    assert code == 0, err
+    resumed = json.loads(out.strip().splitlines()[-1])["runs"][0]
+
+    ref_dir = Path(reference["run_dir"])
+    assert (run_dir / ckpt.WEIGHTS).read_bytes() == (ref_dir / ckpt.WEIGHTS).read_bytes()
+    final_ref = ckpt.load_tensors(ref_dir / "last" / "state.safetensors")
+    final_res = ckpt.load_tensors(run_dir / "last" / "state.safetensors")
+    assert final_ref.keys() == final_res.keys()
+    for key in final_ref:                                   # weights, both Adam moments, RNG states
+        assert torch.equal(final_ref[key], final_res[key]), key
+    for key in ("best_step", "steps_done", "validation", "test", "baselines", "mean_weights"):
+        assert resumed[key] == reference[key], key
+    meta_ref, meta_res = ckpt.read_json(ref_dir / "metadata.json"), ckpt.read_json(run_dir / "metadata.json")
+    assert meta_res["status"] == "completed"
+    for key in ("history", "stopped_early", "best_step", "nan_skipped"):
+        assert meta_res[key] == meta_ref[key], key
+    assert meta_res["history"][0]["step"] == 0                  # the prior candidate, evaluated once
+    assert (pd.read_csv(Path(resumed["report_dir"]) / "weights.csv").drop(columns="date").to_numpy().tolist()
+            == pd.read_csv(Path(reference["report_dir"]) / "weights.csv").drop(columns="date").to_numpy().tolist())
+    for tag in ("train/loss", "profit/sharpe_ratio", "portfolio/turnover"):   # nothing lost, nothing doubled
+        assert scalars(Path(resumed["tensorboard_dir"]), tag) == scalars(Path(reference["tensorboard_dir"]), tag)
+
+
 def test_resume_keeps_an_early_stop_and_refuses_changed_data(monkeypatch, tmp_path, capsys):
     """Resuming a run that stopped early trains no further; resuming on different bars is one line, exit 2."""
     from fake_runs import write_csv
