@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from conftest import TINY
 
 from hftraining import checkpoint as ckpt
 from hftraining.config import Config, load_config
 from hftraining.data.synthetic import generate_bars
+from hftraining.forecasting.statistical import StatisticalBackend
 from hftraining.layout import Layout, claim_run_dir
 from hftraining.model import build_model
 from hftraining.prepare import prepare, run_metadata
-
-TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
 def tiny_config(root: Path, symbol: str = "DEMO", data_dir: Optional[Path] = None,
@@ -53,3 +53,29 @@ def make_run(config: Config, seed: int, run_name: Optional[str] = None, context:
     torch.nn.init.normal_(model.position_head.weight, std=0.5)
     ckpt.save_tensors(run_dir / ckpt.WEIGHTS, model.state_dict())
     return run_dir
+
+
+class OtherForecaster(StatisticalBackend):
+    """Stands in for Toto becoming available later (a GPU machine): different numbers under the name 'toto'."""
+
+    name = "toto"
+
+    def forecast_series(self, prices, first_end):
+        last, mean, std = super().forecast_series(prices, first_end)
+        return last, mean * 1.05, std * 3.0
+
+
+def statistical_positions(root: Path, run_dir: Path, data_dir: Path):
+    """(decision dates, traded positions) of a run on features built with the statistical forecaster."""
+    import pandas as pd
+
+    from hftraining.data.panel import build_panel
+    from hftraining.evaluation import model_positions
+
+    cfg = tiny_config(root, data_dir=data_dir, overrides=["data.forecast_backend=statistical"])
+    panel = build_panel(["DEMO"], cfg, root, progress=False, min_bars=20)
+    run = ckpt.open_run(run_dir)
+    model = run.model()
+    x = torch.from_numpy(run.scaler.transform(panel))
+    decisions = range(model.context_length - 1, panel.n_time)
+    return pd.DatetimeIndex(panel.dates[decisions.start:]), model_positions(model, x, panel, 0, decisions, run.config)

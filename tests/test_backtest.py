@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY
 
 from hftraining import backtest_model
 from hftraining.cli import main
 from hftraining.data.synthetic import generate_bars
 
-TINY = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
 CUT = 850                                     # the truncated file ends at bar CUT (date D)
 
 

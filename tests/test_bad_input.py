@@ -1,8 +1,8 @@
 """Invariant 7 through the CLI: bad input is one line on stderr naming what and where, exit code 2,
 no traceback, and nothing that already existed under the output root is touched.
 
-One tiny training run (module fixture) leaves a real runs/ tree: model, last/ state, TensorBoard,
-report, trials.jsonl. Every case snapshots that tree (names, sizes, mtimes, sha256) before the
+One tiny training run (the session's `tiny_run`, tests/conftest.py) leaves a real runs/ tree: model,
+last/ state, TensorBoard, report, trials.jsonl. Every case snapshots that tree (names, sizes, mtimes, sha256) before the
 command and compares it after. Two inputs are repaired rather than refused (unsorted and duplicated
 dates): they exit 0 with a warning line, and the tree still only grows.
 
@@ -12,7 +12,6 @@ Run `pytest tests/test_bad_input.py -s` to see every message (lines starting `ME
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import NO_FORECAST, TINY, assert_untouched, refuse, snapshot
 
 from hftraining import atomic
 from hftraining import checkpoint as ckpt
@@ -32,64 +32,12 @@ from hftraining.data.synthetic import generate_bars
 from hftraining.forecasting.base import clear_loaded
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "tiny.yaml")
-NO_FORECAST = ["--set", "data.forecast_backend=none"]
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    """Every file under root: (size, mtime_ns, sha256)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            stat = path.stat()
-            out[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns,
-                                                hashlib.sha256(path.read_bytes()).hexdigest())
-    return out
-
-
-def assert_untouched(before: dict, after: dict, appended: tuple[str, ...] = ()) -> None:
-    """Files that existed are unchanged; `appended` files (append-only logs) may only have grown."""
-    for name, (size, mtime, digest) in before.items():
-        assert name in after, f"{name} was removed"
-        if name in appended:
-            continue
-        assert after[name] == (size, mtime, digest), f"{name} was modified"
-
-
-def refuse(args: list[str], capsys, root: Path, *expect: str, case: str = "") -> str:
-    """Run the CLI; assert exit 2, one stderr line (no traceback) containing `expect`, root untouched."""
-    before = snapshot(root)
-    code = main(args)
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    assert code == 2, captured.err
-    assert "Traceback" not in captured.err
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: "), lines[0]
-    for text in expect:
-        assert text in lines[0], (text, lines[0])
-    assert_untouched(before, snapshot(root))
-    print(f"\nMESSAGE | {case or request_name()} | {lines[0]} | exit {code}")
-    return lines[0]
-
-
-def request_name() -> str:
-    return os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    """An output root holding one finished tiny run (run name `fixture`)."""
-    out = tmp_path_factory.mktemp("runs")
-    code = main(["single", "--stock", "DEMO", "--config", TINY, "--out", str(out), "-q", *NO_FORECAST,
-                 "--steps", "6", "--set", "training.eval_every=3", "--set", "training.checkpoint_every=3",
-                 "--set", "paths.run_name=fixture"])
-    assert code == 0
-    assert (out / "models/finetuned/DEMO/fixture/last/state.safetensors").is_file()
-    assert (out / "trials.jsonl").is_file() and (out / "reports/fixture/metrics.json").is_file()
-    return out
+def root(tiny_run) -> Path:
+    """An output root holding one finished tiny run (run name `fixture`): the session's tiny run."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

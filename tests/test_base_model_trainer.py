@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from hftraining import checkpoint as ckpt
@@ -24,7 +25,6 @@ from hftraining.config import load_config
 from hftraining.errors import UserError
 from hftraining.finetune import check_compatible, finetune_steps, load_model, with_schedule
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 SMALL = ["--set", "data.forecast_backend=none", "--set", "data.synthetic_bars=400"]
 RUN = "t1"
 STOCKS = ["AAA", "BBB", "CCC"]

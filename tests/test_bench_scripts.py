@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-TINY = str(SCRIPTS.parent / "configs" / "tiny.yaml")
 
 
 def load_script(name: str):

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 from nan_injection import poison_training_loss
 from safetensors.torch import load_file
 
@@ -25,7 +26,6 @@ from hftraining.errors import UserError
 from hftraining.trainer import Batches, StepGuard
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "tiny.yaml")
 
 
 def _single_args(out: Path, batch: int) -> list[str]:

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from fake_runs import make_run, tiny_config
+from fake_runs import make_run, statistical_positions, tiny_config
 
 from hftraining import atomic
 from hftraining.cli import main
@@ -110,3 +110,12 @@ def test_members_with_other_forecast_settings_are_fed_their_own_features(tmp_pat
                                float_precision="round_trip")["position"].reindex(frame.index).to_numpy())
     assert not np.isnan(own).any() and not np.allclose(own[0], own[1])
     np.testing.assert_allclose(frame["position"], np.mean(own, axis=0), rtol=0, atol=1e-9)
+
+
+def test_ensemble_scores_members_on_the_forecaster_they_actually_used(toto_fell_back_then_appears):
+    root, run, _ = toto_fell_back_then_appears
+    result = run_ensemble([run, run], stock="DEMO")
+    frame = pd.read_csv(result.report_dir / "test_returns.csv", parse_dates=["date"]).set_index("date")
+    dates, expected = statistical_positions(root, run, root / "train")
+    np.testing.assert_allclose(frame["position"].to_numpy(),
+                               pd.Series(expected, index=dates).reindex(frame.index).to_numpy(), rtol=0, atol=1e-6)

@@ -104,3 +104,14 @@ def test_features_match_compute_features(config):
     panel = assemble_panel({"AAA": symbol_frame("AAA", bars, config, None, progress=False)[0]})
     expected = compute_features(bars).dropna()
     np.testing.assert_allclose(panel.features[:, 0], expected.to_numpy(np.float32))
+
+
+def test_an_embargo_shorter_than_a_window_plus_the_horizon_is_refused(tmp_path):
+    """DESIGN invariant 2: splits are separated by at least context + horizon bars."""
+    from fake_runs import tiny_config
+
+    cfg = tiny_config(tmp_path, overrides=["data.embargo=2"])    # context 16 + horizon 3 = 19 needed
+    with pytest.raises(UserError, match="data.embargo"):
+        make_splits(2000, cfg)
+    ok = tiny_config(tmp_path, overrides=["data.embargo=19"])
+    assert make_splits(2000, ok).embargo == 19

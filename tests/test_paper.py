@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fake_runs import make_run, tiny_config, write_csv
+from fake_runs import make_run, statistical_positions, tiny_config, write_csv
 
 from hftraining import checkpoint as ckpt
 from hftraining.cli import main
@@ -154,3 +154,18 @@ def test_cli_paper_replay_prints_json(setup, tmp_path, capsys):
     np.testing.assert_array_equal(decisions(tmp_path / "s")["position"], decisions(setup["reference"])["position"][-8:])
     assert main(["paper", "--model", str(setup["run"]), "--feed", "nope"]) == 2
     assert "--feed 'nope'" in capsys.readouterr().err
+
+
+def test_paper_trades_on_the_forecaster_the_run_actually_used(toto_fell_back_then_appears):
+    """A run trained on the statistical fallback keeps those features when a real Toto appears later."""
+    root, run, _ = toto_fell_back_then_appears
+    replay = root / "replay" / "DEMO.csv"
+    replay.parent.mkdir()
+    pd.read_csv(root / "train" / "DEMO.csv").iloc[:140].to_csv(replay, index=False)
+    start = pd.read_csv(replay)["date"].iloc[100]
+    run_paper(LiveTrader(run, root / "state", start=start), CsvReplay("DEMO", replay))
+    log = pd.read_csv(root / "state" / DECISIONS, parse_dates=["date"]).set_index("date")
+    dates, expected = statistical_positions(root, run, replay.parent)
+    paper = log["position"].reindex(dates[dates >= pd.Timestamp(start)])
+    assert len(paper) > 10 and not paper.isna().any()
+    np.testing.assert_allclose(paper.to_numpy(), expected[dates >= pd.Timestamp(start)], rtol=0, atol=1e-6)

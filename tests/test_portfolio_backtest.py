@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 
 from hftraining.cli import main
 from hftraining.data.synthetic import generate_bars
 
-TINY = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
 CUT = 850                                     # the truncated files end at bar CUT (date D)
 SYMBOLS = ("AAA", "BBB")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import NO_FORECAST, TINY
 from nan_injection import poison_training_loss
 
 from hftraining import atomic, trainer
@@ -30,8 +31,6 @@ from hftraining.errors import UserError
 from hftraining.layout import claim_run_dir, new_run_id
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "tiny.yaml")
-NO_FORECAST = ["--set", "data.forecast_backend=none"]
 
 
 def hftrain(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:

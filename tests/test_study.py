@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY
 
 from hftraining.cli import main
 from hftraining.study import Outcome, overall, study_book, ticker_rows
-
-TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
 def outcome(symbol, seed, sharpe, bh, mom, oracle=None, val=0.5, returns=None):

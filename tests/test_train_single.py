@@ -1,12 +1,12 @@
 """`hftrain single` end to end on the tiny config: run folder, TensorBoard tags, reload, report."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from hftraining import checkpoint as ckpt
@@ -18,7 +18,6 @@ from hftraining.metrics import sharpe_ratio, total_return
 from hftraining.model import build_model
 from hftraining.trainer import learning_rate_at
 
-TINY = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
 DESIGN_TAGS = {"train/loss", "train/learning_rate", "eval/loss", "profit/total_return", "profit/sharpe_ratio",
                "profit/win_rate", "profit/max_drawdown", "profit/trade_count"}
 
