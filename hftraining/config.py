@@ -169,11 +169,11 @@ class PortfolioRLConfig(Section):
     prior: Literal["equal", "inverse_vol"] = Field(
         "equal", description="Starting allocation the policy tilts from: equal = 1/N, inverse_vol = risk parity.")
     prior_candidate: bool = Field(
-        False, description="Validate the untrained policy (the prior) too; training is kept only if it beats it.")
+        True, description="Validate the untrained policy (the prior) too; training is kept only if it beats it.")
     turnover_penalty_bps: float = Field(
         0.0, ge=0, description="Extra cost per unit of rebalance turnover, charged in training only.")
     max_tilt: Optional[float] = Field(
-        None, gt=0, description="Bound on each learned logit tilt away from the prior (tanh); None = unbounded.")
+        0.5, gt=0, description="Bound on each learned logit tilt away from the prior (tanh); None = unbounded.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate of the portfolio policy.")
     max_steps: int = Field(100, ge=1, description="Optimizer steps for the portfolio policy.")
     batch_size: int = Field(16, ge=1, description="Episodes per optimizer step.")

@@ -37,7 +37,7 @@ log = logging.getLogger("hftraining")
 
 MODES = ("single", "base", "walk_forward", "portfolio")
 BASELINES = ("buy_and_hold", "momentum", "oracle")
-PORTFOLIO_BASELINES = ("equal_weight", "buy_and_hold_equal", "min_variance")
+PORTFOLIO_BASELINES = ("equal_weight", "buy_and_hold_equal", "min_variance", "momentum")
 STUDY_KIND = "study"
 
 
@@ -328,7 +328,8 @@ def portfolio_groups(groups: Optional[Sequence[Sequence[str]]], mode: str) -> Op
 
 def run_portfolio_mode(groups: list[list[str]], config: Config, seeds: Sequence[int], study_id: str,
                        progress: bool) -> list[Outcome]:
-    """One `hftrain portfolio` run per group and seed; its test book vs 1/N, buy-and-hold 1/N, minimum variance."""
+    """One `hftrain portfolio` run per group and seed; its test book vs 1/N, buy-and-hold 1/N, minimum variance
+    and the long-only momentum book."""
     from hftraining.portfolio import run_portfolio
 
     out = []
@@ -347,7 +348,8 @@ def run_portfolio_mode(groups: list[list[str]], config: Config, seeds: Sequence[
 
 PORTFOLIO_COLUMNS = [("model_val_sharpe", "val"), ("model_sharpe", "policy"), ("model_sharpe_std", "± seeds"),
                      ("equal_weight_sharpe", "1/N"), ("buy_and_hold_equal_sharpe", "B&H 1/N"),
-                     ("min_variance_sharpe", "min var"), ("model_volatility", "policy vol"),
+                     ("min_variance_sharpe", "min var"), ("momentum_sharpe", "momentum"),
+                     ("model_volatility", "policy vol"),
                      ("model_total_return", "policy tot")]
 
 

@@ -90,9 +90,10 @@ def test_study_end_to_end_writes_json_html_and_counts_every_study(tmp_path, one_
 
 # --- portfolio mode: groups against 1/N, buy-and-hold 1/N and minimum variance ---------------------------
 
-def group_outcome(group, seed, sharpe, equal, hold, minvar, val=0.5):
+def group_outcome(group, seed, sharpe, equal, hold, minvar, val=0.5, momentum=0.35):
     baselines = {"equal_weight": {"sharpe_ratio": equal}, "buy_and_hold_equal": {"sharpe_ratio": hold},
-                 "min_variance": {"sharpe_ratio": minvar}, "hold_AAA": {"sharpe_ratio": 9.0}}
+                 "min_variance": {"sharpe_ratio": minvar}, "momentum": {"sharpe_ratio": momentum},
+                 "hold_AAA": {"sharpe_ratio": 9.0}}
     return Outcome(group, seed, f"{group}-{seed}", val, {"sharpe_ratio": sharpe, "volatility": 0.1},
                    baselines, pd.Series([0.0], index=pd.to_datetime(["2024-01-02"])))
 
@@ -121,7 +122,8 @@ def test_group_rows_and_overall_match_a_hand_computation():
     assert (o["wins_vs_equal_weight"], o["n_vs_equal_weight"]) == (0, 3)  # 0.8 < 0.9, 0.4 = 0.4, -0.2 < -0.1
     assert (o["wins_vs_buy_and_hold_equal"], o["n_vs_buy_and_hold_equal"]) == (0, 3)
     assert (o["wins_vs_min_variance"], o["n_vs_min_variance"]) == (3, 3)
-    assert "wins_vs_momentum" not in o
+    assert (o["wins_vs_momentum"], o["n_vs_momentum"]) == (2, 3)            # 0.8 and 0.4 beat 0.35
+    assert o["momentum_sharpe_median"] == pytest.approx(0.35) and "wins_vs_oracle" not in o
 
 
 def test_portfolio_groups_are_checked_in_one_line(tmp_path, capsys):
@@ -158,7 +160,7 @@ def test_portfolio_study_end_to_end_on_tiny_synthetic(tmp_path, one_torch_thread
         runs = [json.loads((tmp_path / "reports" / run / "metrics.json").read_text()) for run in row["runs"]]
         assert row["seeds"] == [0, 1] and [r["symbols"] for r in runs] == [row["symbol"].split("_")] * 2
         assert row["model_sharpe"] == pytest.approx(np.mean([r["model"]["sharpe_ratio"] for r in runs]))
-        for name in ("equal_weight", "buy_and_hold_equal", "min_variance"):
+        for name in ("equal_weight", "buy_and_hold_equal", "min_variance", "momentum"):
             assert row[f"{name}_sharpe"] == pytest.approx(runs[0]["baselines"][name]["sharpe_ratio"])
     assert s["overall"]["n_vs_equal_weight"] == 2 and "equal_weight_sharpe_median" in s["overall"]
     assert s["book"]["n_trials"] == 2                                      # the earlier study counts
