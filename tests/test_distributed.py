@@ -46,12 +46,10 @@ def _two_ranks_and_one_process(args, tmp_path, capsys) -> tuple[dict, dict]:
     return json.loads(json_lines[0]), json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
-def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path, capsys):
-    ddp, one = _two_ranks_and_one_process(_single_args, tmp_path, capsys)
-
-    ddp_dir, one_dir = Path(ddp["run_dir"]), Path(one["run_dir"])
-    assert [p.name for p in ddp_dir.parent.iterdir()] == ["r"]       # one run folder, written once
+def _same_training(ddp: dict, one: dict, ddp_dir: Path, one_dir: Path) -> None:
+    """One run folder written once, recording 2 ranks and the global batch 16; the same final weights (float32
+    sums in another order: close, not equal), the same best step and validation metrics."""
+    assert [p.name for p in ddp_dir.parent.iterdir()] == ["r"]
     meta = json.loads((ddp_dir / "metadata.json").read_text())
     assert meta["world_size"] == 2 and meta["global_batch_size"] == 16 and meta["status"] == "completed"
     a = load_file(ddp_dir / "last" / "state.safetensors")
@@ -61,6 +59,13 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path, capsys
     assert ddp["best_step"] == one["best_step"]
     for key in ("sharpe_ratio", "total_return"):
         assert ddp["validation"][key] == pytest.approx(one["validation"][key], rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path, capsys):
+    ddp, one = _two_ranks_and_one_process(_single_args, tmp_path, capsys)
+
+    _same_training(ddp, one, Path(ddp["run_dir"]), Path(one["run_dir"]))
     pos_ddp = pd.read_csv(Path(ddp["report_dir"]) / "test_returns.csv")["position"].to_numpy()
     pos_one = pd.read_csv(Path(one["report_dir"]) / "test_returns.csv")["position"].to_numpy()
     np.testing.assert_allclose(pos_ddp, pos_one, atol=1e-4)
@@ -110,18 +115,9 @@ def test_portfolio_on_two_gloo_ranks_equals_one_process_with_the_global_batch(tm
     ddp, one = _two_ranks_and_one_process(_portfolio_args, tmp_path, capsys)
     ddp, one = ddp["runs"][0], one["runs"][0]
 
-    ddp_dir, one_dir = Path(ddp["run_dir"]), Path(one["run_dir"])
-    assert [p.name for p in ddp_dir.parent.iterdir()] == ["r"]       # one run folder, one report
-    assert [p.name for p in Path(ddp["report_dir"]).parent.iterdir()] == ["r"]
-    meta = json.loads((ddp_dir / "metadata.json").read_text())
-    assert meta["world_size"] == 2 and meta["global_batch_size"] == 16 and meta["status"] == "completed"
-    a = load_file(ddp_dir / "last" / "state.safetensors")
-    b = load_file(one_dir / "last" / "state.safetensors")
-    for key in (k for k in b if k.startswith("model.")):
-        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
-    assert ddp["best_step"] == one["best_step"]
+    _same_training(ddp, one, Path(ddp["run_dir"]), Path(one["run_dir"]))
+    assert [p.name for p in Path(ddp["report_dir"]).parent.iterdir()] == ["r"]     # one report
     for key in ("sharpe_ratio", "total_return"):
-        assert ddp["validation"][key] == pytest.approx(one["validation"][key], rel=1e-3, abs=1e-6)
         assert ddp["test"][key] == pytest.approx(one["test"][key], rel=1e-3, abs=1e-6)
     w_ddp = pd.read_csv(Path(ddp["report_dir"]) / "weights.csv").drop(columns="date").to_numpy()
     w_one = pd.read_csv(Path(one["report_dir"]) / "weights.csv").drop(columns="date").to_numpy()

@@ -128,6 +128,55 @@ def scalars(tb_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
+def kill_after_a_checkpoint(settings: list[str], root: Path, run_dir: Path, target: int, delay: float,
+                            steps: int) -> None:
+    """Start `hftrain SETTINGS --out root`, SIGKILL it `delay` s after its checkpoint reached `target`."""
+    proc = hftrain(*settings, "--out", str(root), "-q", "--set", "paths.run_name=kill",
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads((run_dir / "last" / "state.json").read_text())["step"] >= target:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.005)
+    time.sleep(delay)
+    assert proc.poll() is None, "the run finished before it could be killed; raise the number of steps"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    on_disk = ckpt.read_json(run_dir / "last" / "state.json")["step"]
+    assert target <= on_disk < steps
+    assert ckpt.read_json(run_dir / "metadata.json")["status"] == "running"
+    print(f"\nkilled at checkpoint target {target} + {delay:.2f}s (state on disk: step {on_disk}, reference "
+          f"{steps} steps)")
+
+
+def assert_resumed_like_the_reference(ref_dir: Path, run_dir: Path, resumed: dict, reference: dict,
+                                      keys: tuple[str, ...], tags: tuple[str, ...]) -> None:
+    """Same best weights (bytes), final state (weights, Adam moments, RNG), summary, history and TensorBoard."""
+    assert (run_dir / ckpt.WEIGHTS).read_bytes() == (ref_dir / ckpt.WEIGHTS).read_bytes()
+    final_ref = ckpt.load_tensors(ref_dir / "last" / "state.safetensors")
+    final_res = ckpt.load_tensors(run_dir / "last" / "state.safetensors")
+    assert final_ref.keys() == final_res.keys()
+    for key in final_ref:
+        assert torch.equal(final_ref[key], final_res[key]), key
+    for key in keys:
+        assert resumed[key] == reference[key], key
+    meta_ref, meta_res = ckpt.read_json(ref_dir / "metadata.json"), ckpt.read_json(run_dir / "metadata.json")
+    assert meta_res["status"] == "completed"
+    for key in ("history", "stopped_early", "best_step", "nan_skipped"):
+        assert meta_res[key] == meta_ref[key], key
+    assert (ckpt.read_json(Path(resumed["report_dir"]) / "metrics.json")["model"]
+            == ckpt.read_json(Path(reference["report_dir"]) / "metrics.json")["model"])
+    for tag in tags:                                        # TensorBoard: nothing lost, nothing doubled
+        assert scalars(Path(resumed["tensorboard_dir"]), tag) == scalars(Path(reference["tensorboard_dir"]), tag)
+
+
+def kill_rng() -> random.Random:
+    return random.Random(int(os.environ.get("HFTRAIN_KILL_SEED", time.time_ns())))
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_is_bit_identical(tmp_path):
     code, out, err = finish(hftrain(*KILL_SETTINGS, "--out", str(tmp_path / "ref"), "-q",
@@ -137,53 +186,18 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     steps = reference["steps_done"]
     checkpoints = [s for s in range(10, steps - 9, 10)]
     assert checkpoints, f"the reference stopped at step {steps}: too early to kill after a checkpoint"
-    rng = random.Random(int(os.environ.get("HFTRAIN_KILL_SEED", time.time_ns())))
+    rng = kill_rng()
     target, delay = rng.choice(checkpoints), rng.uniform(0.0, 0.4)
-
-    killed_root = tmp_path / "killed"
-    run_dir = killed_root / "models" / "finetuned" / "DEMO" / "kill"
-    proc = hftrain(*KILL_SETTINGS, "--out", str(killed_root), "-q", "--set", "paths.run_name=kill",
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if json.loads((run_dir / "last" / "state.json").read_text())["step"] >= target:
-                break
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
-        time.sleep(0.01)
-    time.sleep(delay)
-    assert proc.poll() is None, "the run finished before it could be killed; raise training.max_steps"
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    on_disk = ckpt.read_json(run_dir / "last" / "state.json")["step"]
-    assert target <= on_disk < steps
-    assert ckpt.read_json(run_dir / "metadata.json")["status"] == "running"
-    print(f"\nkilled at checkpoint target {target} + {delay:.2f}s (state on disk: step {on_disk}, reference "
-          f"{steps} steps)")
+    run_dir = tmp_path / "killed" / "models" / "finetuned" / "DEMO" / "kill"
+    kill_after_a_checkpoint(KILL_SETTINGS, tmp_path / "killed", run_dir, target, delay, steps)
 
     # resume from another directory, with the progress bar on
     code, out, err = finish(hftrain("single", "--resume", str(run_dir), "--json"))
     assert code == 0, err
     resumed = json.loads(out.strip().splitlines()[-1])
-
-    ref_dir = Path(reference["run_dir"])
-    assert (run_dir / ckpt.WEIGHTS).read_bytes() == (ref_dir / ckpt.WEIGHTS).read_bytes()
-    final_ref = ckpt.load_tensors(ref_dir / "last" / "state.safetensors")
-    final_res = ckpt.load_tensors(run_dir / "last" / "state.safetensors")
-    assert final_ref.keys() == final_res.keys()
-    for key in final_ref:                                   # weights, both Adam moments, RNG states
-        assert torch.equal(final_ref[key], final_res[key]), key
-    for key in ("best_step", "steps_done", "validation", "test", "buy_and_hold"):
-        assert resumed[key] == reference[key], key
-    meta_ref, meta_res = ckpt.read_json(ref_dir / "metadata.json"), ckpt.read_json(run_dir / "metadata.json")
-    assert meta_res["status"] == "completed"
-    for key in ("history", "stopped_early", "best_step", "nan_skipped"):
-        assert meta_res[key] == meta_ref[key], key
-    assert (ckpt.read_json(Path(resumed["report_dir"]) / "metrics.json")["model"]
-            == ckpt.read_json(Path(reference["report_dir"]) / "metrics.json")["model"])
-    for tag in ("train/loss", "profit/sharpe_ratio"):       # TensorBoard: nothing lost, nothing doubled
-        assert scalars(Path(resumed["tensorboard_dir"]), tag) == scalars(Path(reference["tensorboard_dir"]), tag)
+    assert_resumed_like_the_reference(Path(reference["run_dir"]), run_dir, resumed, reference,
+                                      ("best_step", "steps_done", "validation", "test", "buy_and_hold"),
+                                      ("train/loss", "profit/sharpe_ratio"))
 
 
 PORTFOLIO_KILL_SETTINGS = ["portfolio", "--pairs", "AAA,BBB", "--config", TINY, *NO_FORECAST, "--source", "synthetic",
@@ -202,53 +216,20 @@ def test_portfolio_kill_9_then_resume_is_bit_identical(tmp_path):
     assert code == 0, err
     reference = json.loads(out.strip().splitlines()[-1])["runs"][0]
     steps = reference["steps_done"]
-    rng = random.Random(int(os.environ.get("HFTRAIN_KILL_SEED", time.time_ns())))
+    rng = kill_rng()
     target, delay = rng.choice(range(10, steps // 2, 10)), rng.uniform(0.0, 0.2)
-
-    killed_root = tmp_path / "killed"
-    run_dir = killed_root / "models" / "finetuned" / "portfolio_pairs" / "AAA_BBB" / "kill"
-    proc = hftrain(*PORTFOLIO_KILL_SETTINGS, "--out", str(killed_root), "-q", "--set", "paths.run_name=kill",
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if json.loads((run_dir / "last" / "state.json").read_text())["step"] >= target:
-                break
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
-        time.sleep(0.005)
-    time.sleep(delay)
-    assert proc.poll() is None, "the run finished before it could be killed; raise portfolio.max_steps"
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    on_disk = ckpt.read_json(run_dir / "last" / "state.json")["step"]
-    assert target <= on_disk < steps
-    assert ckpt.read_json(run_dir / "metadata.json")["status"] == "running"
-    print(f"\nportfolio killed at checkpoint target {target} + {delay:.2f}s (state on disk: step {on_disk}, "
-          f"reference {steps} steps)")
+    run_dir = tmp_path / "killed" / "models" / "finetuned" / "portfolio_pairs" / "AAA_BBB" / "kill"
+    kill_after_a_checkpoint(PORTFOLIO_KILL_SETTINGS, tmp_path / "killed", run_dir, target, delay, steps)
 
     code, out, err = finish(hftrain("portfolio", "--resume", str(run_dir), "--json"))
     assert code == 0, err
     resumed = json.loads(out.strip().splitlines()[-1])["runs"][0]
-
-    ref_dir = Path(reference["run_dir"])
-    assert (run_dir / ckpt.WEIGHTS).read_bytes() == (ref_dir / ckpt.WEIGHTS).read_bytes()
-    final_ref = ckpt.load_tensors(ref_dir / "last" / "state.safetensors")
-    final_res = ckpt.load_tensors(run_dir / "last" / "state.safetensors")
-    assert final_ref.keys() == final_res.keys()
-    for key in final_ref:                                   # weights, both Adam moments, RNG states
-        assert torch.equal(final_ref[key], final_res[key]), key
-    for key in ("best_step", "steps_done", "validation", "test", "baselines", "mean_weights"):
-        assert resumed[key] == reference[key], key
-    meta_ref, meta_res = ckpt.read_json(ref_dir / "metadata.json"), ckpt.read_json(run_dir / "metadata.json")
-    assert meta_res["status"] == "completed"
-    for key in ("history", "stopped_early", "best_step", "nan_skipped"):
-        assert meta_res[key] == meta_ref[key], key
-    assert meta_res["history"][0]["step"] == 0                  # the prior candidate, evaluated once
+    assert_resumed_like_the_reference(Path(reference["run_dir"]), run_dir, resumed, reference,
+                                      ("best_step", "steps_done", "validation", "test", "baselines", "mean_weights"),
+                                      ("train/loss", "profit/sharpe_ratio", "portfolio/turnover"))
+    assert ckpt.read_json(run_dir / "metadata.json")["history"][0]["step"] == 0     # the prior, evaluated once
     assert (pd.read_csv(Path(resumed["report_dir"]) / "weights.csv").drop(columns="date").to_numpy().tolist()
             == pd.read_csv(Path(reference["report_dir"]) / "weights.csv").drop(columns="date").to_numpy().tolist())
-    for tag in ("train/loss", "profit/sharpe_ratio", "portfolio/turnover"):   # nothing lost, nothing doubled
-        assert scalars(Path(resumed["tensorboard_dir"]), tag) == scalars(Path(reference["tensorboard_dir"]), tag)
 
 
 def test_resume_keeps_an_early_stop_and_refuses_changed_data(monkeypatch, tmp_path, capsys):
