@@ -101,7 +101,7 @@ WRITE_CALLS = re.compile(
 # (module, text on the line): why that write is fine. Anything else must use hftraining.atomic.
 ALLOWED = {
     ("report.py", "return frame.to_csv(index=False"): "renders CSV text; written by atomic.write_text",
-    ("html_report.py", "fig.savefig(buffer"): "renders a PNG into memory for the HTML page",
+    ("report_figures.py", "fig.savefig(buffer"): "renders a PNG into memory for the HTML page",
     ("config.py", "yaml.safe_dump(config.model_dump(mode=\"json\"), buffer"): "renders YAML text into a StringIO",
     ("forecasting/cache.py", "with open(tmp, \"wb\")"): "writes the temp file inside atomic_write's callback",
     ("forecasting/cache.py", "np.savez("): "into that temp file's handle (same callback)",
