@@ -171,7 +171,7 @@ class PortfolioRLConfig(Section):
     prior_candidate: bool = Field(
         True, description="Validate the untrained policy (the prior) too; training is kept only if it beats it.")
     turnover_penalty_bps: float = Field(
-        0.0, ge=0, description="Extra cost per unit of rebalance turnover, charged in training only.")
+        10.0, ge=0, description="Extra cost per unit of rebalance turnover, charged in training only.")
     max_tilt: Optional[float] = Field(
         0.5, gt=0, description="Bound on each learned logit tilt away from the prior (tanh); None = unbounded.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate of the portfolio policy.")

@@ -40,7 +40,8 @@ def trained(tmp_path_factory):
     assert main(["portfolio", "--pairs", ",".join(SYMBOLS), "--data-dir", str(tmp / "full"), "--config", TINY,
                  "--forecast-backend", "none", "--out", str(out), "--steps", "8", "--set", "paths.run_name=p1",
                  "--set", "portfolio.batch_size=4", "--set", "portfolio.episode_rebalances=3",
-                 "--set", "portfolio.learning_rate=0.02", "--set", "training.eval_every=4", "-q"]) == 0
+                 "--set", "portfolio.learning_rate=0.02", "--set", "training.eval_every=4",
+                 "--set", "portfolio.prior_candidate=false", "-q"]) == 0        # a trained policy, never the 1/N prior
     run_dir = out / "models" / "finetuned" / "portfolio_pairs" / "AAA_BBB" / "p1"
     meta = json.loads((run_dir / "metadata.json").read_text())
     dates = generate_bars("AAA", 900, 21).index
