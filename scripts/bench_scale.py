@@ -56,10 +56,6 @@ def universe_csvs(folder: Path, n_symbols: int, bars: int, ragged: bool = False,
 
 # --- one universe, in its own process --------------------------------------------------------------
 
-class _WindowTimed(Exception):
-    """Raised from on_step once the timed steps are done: no final evaluation is benchmarked."""
-
-
 def measure(symbols: list[str], data_dir: Path, config_path: str, steps: int, warmup: int, workdir: Path) -> dict:
     import numpy as np
     import torch
@@ -68,7 +64,10 @@ def measure(symbols: list[str], data_dir: Path, config_path: str, steps: int, wa
     from hftraining.data.panel import Scaler, panel_windows
     from hftraining.data.ragged import build_ragged_panel, make_ragged_splits
     from hftraining.forecasting import clear_loaded, forecast_features
-    from hftraining.trainer import TrainingJob, fit
+    from hftraining.train_with_profit import Prepared
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_train import time_trainer  # the same timed window as the single-stock benchmark
 
     cfg = load_config(config_path, None, {
         "data.source": "csv", "data.data_dir": str(data_dir), "data.forecast_backend": "statistical",
@@ -87,26 +86,8 @@ def measure(symbols: list[str], data_dir: Path, config_path: str, steps: int, wa
             forecast_features(symbol, panel.ohlc[panel.rows_of(s), 0, 3], cfg.data, None, progress=False)
         forecast_s = min(forecast_s, time.perf_counter() - began)
 
-    cfg.training.max_steps = warmup + steps + 1
     cfg.training.warmup_steps = min(cfg.training.warmup_steps, warmup)
-    cfg.training.eval_every = cfg.training.checkpoint_every = 10 ** 9
-    marks: dict[int, float] = {}
-
-    def on_step(step: int) -> None:
-        if step in (warmup, warmup + steps):
-            marks[step] = time.perf_counter()
-        if step == warmup + steps:
-            raise _WindowTimed
-
-    run_dir = Path(tempfile.mkdtemp(dir=workdir))
-    job = TrainingJob(config=cfg, panel=panel, splits=splits, scaler=scaler, run_dir=run_dir,
-                      tensorboard_dir=run_dir / "tb", kind="bench", learning_rate=cfg.training.learning_rate,
-                      max_steps=cfg.training.max_steps, progress=False, on_step=on_step)
-    try:
-        fit(job)
-    except _WindowTimed:
-        pass
-    seconds = marks[warmup + steps] - marks[warmup]
+    seconds = time_trainer(cfg, Prepared(panel, splits, scaler), warmup, steps, workdir)
     lengths = np.diff(panel.offsets)
     return {
         "symbols": len(panel.symbols), "bars": int(panel.n_rows), "bars_min": int(lengths.min()),
