@@ -233,7 +233,7 @@ def symbol_section(report_dir: Path, summary: dict, prefix: str) -> str:
              (f'<div class="card"><h3>Net performance vs baselines</h3>{metrics_table(rows)}'
              f'<p class="small">All strategies on the same bars, net of {cost_text}, simulated bar by bar by '
              'the ProfitTracker and marked to market. Max drawdown is negative (equity / running peak − 1). '
-             'Win rate = winning closed trades / closed trades (0% when none closed). '
+             'Win rate = winning closed trades / closed trades (n/a when none closed). '
              'PSR = probability that the true Sharpe exceeds 0.</p></div>'),
              (f'<div class="card"><h3>Significance</h3>{baseline_comparison(rows)}'
              f'{significance_section(summary.get("significance"))}</div>')]
