@@ -182,13 +182,13 @@ def calibrate_output_scale(model: AllocationTransformer, job, x: torch.Tensor,
     """
     target = job.config.profit.sigma_target
     start = float(model.output_scale)
-    for _ in range(CALIBRATION_ROUNDS):     # positions clipped at the leverage cap need another round
+    for rounds_done in range(CALIBRATION_ROUNDS + 1):   # clipped positions need another round; the last only measures
         vol = _validation_volatility(model, job, x, decisions)
-        if vol <= 0 or abs(vol / target - 1) < 0.01:
+        if rounds_done == CALIBRATION_ROUNDS or vol <= 0 or abs(vol / target - 1) < 0.01:
             break
         model.output_scale.mul_(min(target / vol, MAX_OUTPUT_SCALE / float(model.output_scale)))
     log.info("positions scaled by %.3g so the validation volatility meets the %.0f%% target (now %.2f%%)",
-             float(model.output_scale) / start, 100 * target, 100 * _validation_volatility(model, job, x, decisions))
+             float(model.output_scale) / start, 100 * target, 100 * vol)
     return float(model.output_scale)
 
 

@@ -55,10 +55,13 @@ def position_scale(panel, profit, tracker, periods_per_year: int = 252) -> np.nd
     `profit.position_sizing == "fraction"` keeps the raw position as the fraction of equity (scale 1,
     capped by the tracker); "risk" sizes in risk units as described above.
     """
+    return _scale(panel.returns, profit, tracker, periods_per_year)
+
+
+def _scale(returns: np.ndarray, profit, tracker, periods_per_year: int) -> np.ndarray:
     if profit.position_sizing == "fraction":
-        return np.ones_like(panel.returns, dtype=np.float64)
-    return risk_scale(panel.returns, profit.sigma_target, tracker.max_position_size, periods_per_year,
-                      profit.vol_span)
+        return np.ones_like(returns, dtype=np.float64)
+    return risk_scale(returns, profit.sigma_target, tracker.max_position_size, periods_per_year, profit.vol_span)
 
 
 def traded_positions(raw: np.ndarray, panel, symbol: int, decisions: range, config) -> np.ndarray:
@@ -67,6 +70,7 @@ def traded_positions(raw: np.ndarray, panel, symbol: int, decisions: range, conf
     The cap (tracker.max_position_size) is applied here so that the positions a report shows are the
     ones the tracker holds.
     """
-    scale = position_scale(panel, config.profit, config.tracker, config.data.periods_per_year)
+    # only this symbol's column: the EWMA of each column is independent of the others
+    scale = _scale(panel.returns[:, symbol], config.profit, config.tracker, config.data.periods_per_year)
     cap = config.tracker.max_position_size
-    return np.clip(np.asarray(raw, dtype=np.float64) * scale[decisions.start:decisions.stop, symbol], -cap, cap)
+    return np.clip(np.asarray(raw, dtype=np.float64) * scale[decisions.start:decisions.stop], -cap, cap)
