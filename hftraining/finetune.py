@@ -107,13 +107,13 @@ def load_model(config: Config, n_features: int, weights: dict, where: Path) -> A
 
 # --- the fine-tune -----------------------------------------------------------------------------
 
-def validation_sharpe(model: AllocationTransformer, job: TrainingJob) -> float:
-    """Net Sharpe of the model's traded positions on the job's validation range (the tracker's, with costs)."""
-    import torch
+def validation_sharpe(model: AllocationTransformer, job: TrainingJob, x) -> float:
+    """Net Sharpe of the model's traded positions on the job's validation range (the tracker's, with costs).
 
+    `x` is the job's scaled panel on the model's device.
+    """
     from hftraining.evaluation import model_positions, simulate
 
-    x = torch.from_numpy(job.scaler.transform(job.panel)).to(next(model.parameters()).device)
     positions = model_positions(model, x, job.panel, 0, job.splits.val, job.config)
     return float(simulate(job.panel, 0, job.splits.val, positions, job.config.tracker,
                           job.config.data.periods_per_year).metrics["sharpe_ratio"])
@@ -131,14 +131,15 @@ def keep_the_better(result: FitResult, base_model: AllocationTransformer, job: T
 
     from hftraining.position_task import calibrate_output_scale
 
-    tuned = validation_sharpe(result.model, job)
-    base = validation_sharpe(base_model.to(next(result.model.parameters()).device), job)
+    device = next(result.model.parameters()).device
+    x = torch.from_numpy(job.scaler.transform(job.panel)).to(device)
+    tuned = validation_sharpe(result.model, job, x)
+    base = validation_sharpe(base_model.to(device), job, x)
     kept_base = not tuned > base
     if kept_base:
         with torch.no_grad():
             result.model.load_state_dict(base_model.state_dict())
         if job.config.profit.position_sizing == "risk":
-            x = torch.from_numpy(job.scaler.transform(job.panel)).to(next(result.model.parameters()).device)
             calibrate_output_scale(result.model, job, x, job.splits.val)
         ckpt.save_tensors(result.best_path, result.model.state_dict())
         log.info("%s: the fine-tune's validation net Sharpe %.3f does not beat the base model's %.3f; "

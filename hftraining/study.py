@@ -106,6 +106,8 @@ def run_single_mode(symbols: list[str], config: Config, seeds: Sequence[int], st
 def run_base_mode(symbols: list[str], config: Config, seeds: Sequence[int], study_id: str,
                   progress: bool) -> list[Outcome]:
     """One pooled model per seed over every ticker, evaluated on each ticker's test range."""
+    import torch
+
     from hftraining.base_model_trainer import train_base
     from hftraining.data.panel import symbol_views
     from hftraining.evaluation import model_positions, simulate
@@ -119,8 +121,6 @@ def run_base_mode(symbols: list[str], config: Config, seeds: Sequence[int], stud
         info = {"run_id": base.run_id, "run_dir": str(base.run_dir), "kind": "base", "study": study_id}
         summaries = evaluate_test(base.model, base.prepared, cfg, report_dir, info)
         panel, splits = base.prepared.panel, base.prepared.splits
-        import torch
-
         x = torch.from_numpy(base.prepared.scaler.transform(panel)).to(next(base.model.parameters()).device)
         for symbol, one, s, rows, val_bars in symbol_views(panel, x, splits.val):  # ragged: on its own bars
             if symbol not in summaries:                      # no test bars in this symbol's history
