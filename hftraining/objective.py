@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 SHARPE_EPS = 1e-9   # keeps the Sharpe's denominator positive when the batch holds no position
 
@@ -63,8 +64,6 @@ def _global_sums(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]
     ranks, so each rank's weights get exactly the gradient of the global-batch statistic.
     """
     s1, s2, n = values.sum(), (values * values).sum(), values.numel()
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and torch.is_grad_enabled():
         from torch.distributed.nn.functional import all_reduce
 
