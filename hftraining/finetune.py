@@ -9,7 +9,6 @@ validation or test bars.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -84,16 +83,6 @@ def check_compatible(base_dir: Path, base: Config, requested: Config, base_featu
 
 
 # --- the stock's data --------------------------------------------------------------------------
-
-def symbol_panel(panel: Panel, symbol: str) -> Panel:
-    """One symbol of a multi-symbol panel, on the same dates (so the same test bars)."""
-    s = panel.symbol_index(symbol)
-    return dataclasses.replace(
-        panel, symbols=[symbol], features=panel.features[:, s:s + 1], ohlc=panel.ohlc[:, s:s + 1],
-        returns=panel.returns[:, s:s + 1], data_origin={symbol: panel.data_origin.get(symbol, "")},
-        data_source={symbol: panel.data_source.get(symbol, "")},
-        forecast={symbol: panel.forecast.get(symbol, {})})
-
 
 def load_stock(symbol: str, config: Config, base_meta: dict, progress: bool = True) -> tuple[Panel, Splits]:
     panel = build_panel([symbol], config, Path(config.paths.root), progress=progress)
