@@ -101,6 +101,9 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
     positions = model_positions(model, x, panel, 0, decisions, config)
 
     first, last = panel.date_str(decisions.start), panel.date_str(decisions.stop - 1)
+    unseen = symbol not in run.scaler.symbols
+    if unseen:
+        warn_unseen(run, symbol, trained_on, first, last, start_date is None)
     overlap = in_sample_overlap(run.metadata, first, last)
     if overlap:
         log.warning("IN SAMPLE: backtest %s .. %s overlaps the model's %s%s", first, last, " and ".join(overlap),
@@ -118,6 +121,7 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
         "synthetic": panel.data_source.get(symbol) == "synthetic",
         "forecast_backend": panel.forecast.get(symbol, {}).get("backend", "none"), "forecast": panel.forecast,
         "device": str(torch_device), "versions": ckpt.versions(),
+        "unseen_symbol": unseen, "scaler_symbols": list(run.scaler.symbols),
     }
     trials = TrialScope(root, trained_on, run_id=run.metadata.get("run_id"), new_trial=False)
     evaluation = evaluate_and_report(report_dir, panel, 0, decisions, positions, config, metadata, trials=trials)
@@ -129,6 +133,19 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
         html_path = write_html_report(report_dir, model_dir)
     return BacktestResult(backtest_id, model_dir, report_dir, symbol, first, last, bool(overlap), overlap,
                           evaluation.model, evaluation.baselines, evaluation.summary, html_path, metadata)
+
+
+def warn_unseen(run: ckpt.RunFiles, symbol: str, trained_on: list[str], first: str, last: str,
+                default_dates: bool) -> None:
+    """A model applied to a symbol it never saw (as `finetune` warns): which scaler and which dates it used."""
+    scaled = run.scaler.symbols
+    train = (run.metadata.get("splits") or {}).get("train") or {}
+    stats = (f"{scaled[0]}'s" if len(scaled) == 1 else f"the pooled {', '.join(scaled)}") + " training statistics"
+    fitted = f", fitted on {train['start']} .. {train['end']}" if train else ""
+    dates = " (the run's own test dates, as no --start was given)" if default_dates else ""
+    log.warning("%s: this model was trained on %s and never saw %s; its features are scaled with %s (the run's "
+                "scaler.json%s); decisions %s .. %s%s", symbol, ", ".join(trained_on), symbol, stats, fitted, first,
+                last, dates)
 
 
 def _portfolio_backtest(model_dir: Path, start_date, end_date, cost_bps, **kwargs):

@@ -6,6 +6,7 @@ exit with code 2; `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import importlib
 import logging
@@ -18,10 +19,11 @@ import typer
 
 from hftraining.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=CONTEXT,
                   help="Train trading models on market bars and judge them by out-of-sample net profit.")
-data_app = typer.Typer(no_args_is_help=True, help="Fetch, validate and inspect bars.")
-config_app = typer.Typer(no_args_is_help=True, help="Show or validate configs.")
+data_app = typer.Typer(no_args_is_help=True, context_settings=CONTEXT, help="Fetch, validate and inspect bars.")
+config_app = typer.Typer(no_args_is_help=True, context_settings=CONTEXT, help="Show or validate configs.")
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 
@@ -30,23 +32,91 @@ MULTI_VALUE_OPTIONS = {"--stocks", "--base-stocks", "--models", "--seeds", "--sy
 
 STATE: dict[str, Any] = {"debug": False}
 
+
+def _bare_flags_in_help() -> None:
+    """typer's rich help prints a type after every flag (`--json <bool>`) as if it took a value; show flags bare."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "bare_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag and not self.count else shown(self, ctx)
+
+    display_type_rich.bare_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_bare_flags_in_help()
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hftraining")
+    except PackageNotFoundError:
+        import hftraining
+
+        return getattr(hftraining, "__version__", "unknown")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"hftrain {package_version()}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Train trading models on market bars and judge them by out-of-sample net profit."""
+
+
+def _at_least_one(ctx: typer.Context, param: typer.CallbackParam, value):
+    """A count that must be positive (steps, epochs, bars): `--steps 0: must be at least 1`, exit 2."""
+    if value is not None and value < 1:
+        raise UserError(f"{param.opts[0]} {value}: must be at least 1")
+    return value
+
+
 # --- common options ----------------------------------------------------------------------------
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (see configs/).")
-SetOpt = typer.Option(None, "--set", help="Override a config key: --set training.max_steps=100 (repeatable).")
-OutOpt = typer.Option(None, "--out", help="Output root (default runs/; paths.root).")
-SourceOpt = typer.Option(None, "--source", help="auto | yahoo | csv | synthetic.")
-DataDirOpt = typer.Option(None, "--data-dir", help="Folder of <SYMBOL>.csv files (implies --source csv when auto).")
-StartOpt = typer.Option(None, "--start", help="First date YYYY-MM-DD.")
-EndOpt = typer.Option(None, "--end", help="Last date YYYY-MM-DD.")
-StepsOpt = typer.Option(None, "--steps", help="Optimizer steps (training.max_steps).")
-DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda.")
-SeedOpt = typer.Option(None, "--seed", help="Random seed (training.seed).")
+ConfigOpt = typer.Option(None, "--config", "-c", metavar="PATH", help="YAML config (see configs/).")
+SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE",
+                      help="Override a config key: --set training.max_steps=100 (repeatable).")
+OutOpt = typer.Option(None, "--out", metavar="DIR", help="Output root (default runs/; paths.root).")
+SourceOpt = typer.Option(None, "--source", metavar="SOURCE", help="auto | yahoo | csv | synthetic.")
+DataDirOpt = typer.Option(None, "--data-dir", metavar="DIR",
+                          help="Folder of <SYMBOL>.csv files (implies --source csv when auto).")
+StartOpt = typer.Option(None, "--start", metavar="YYYY-MM-DD",
+                        help="First date; features warm up on earlier bars when the data has them.")
+EndOpt = typer.Option(None, "--end", metavar="YYYY-MM-DD", help="Last date.")
+StepsOpt = typer.Option(None, "--steps", metavar="N", callback=_at_least_one,
+                        help="Optimizer steps: the same as --set training.max_steps=N (warmup and eval_every "
+                             "fitted to it).")
+DeviceOpt = typer.Option(None, "--device", metavar="DEVICE", help="auto | cpu | cuda.")
+SeedOpt = typer.Option(None, "--seed", metavar="N", help="Random seed (training.seed).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON summary as the last line of stdout.")
-BackendOpt = typer.Option(None, "--forecast-backend", help="toto | chronos | statistical | none.")
+BackendOpt = typer.Option(None, "--forecast-backend", metavar="BACKEND",
+                          help="auto | toto | chronos | statistical | none (auto: toto on CUDA, else statistical).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
-NprocOpt = typer.Option(None, "--nproc", help="Train data-parallel on N processes (GPUs) of this machine: "
-                                             "re-runs the command under torchrun (DDP).")
+NprocOpt = typer.Option(None, "--nproc", metavar="N", callback=_at_least_one,
+                        help="Train data-parallel on N processes (GPUs) of this machine: re-runs the command under "
+                             "torchrun (DDP).")
+StocksFileOpt = typer.Option(None, "--stocks-file", metavar="FILE",
+                             help="File of tickers, one per line (# comments); adds to --stocks.")
+RetrainOpt = typer.Option(None, "--retrain-every", metavar="N", callback=_at_least_one,
+                          help="Walk-forward: bars per fold (252).")
+WindowOpt = typer.Option(None, "--walk-forward-window", metavar="WINDOW",
+                         help="Walk-forward training window: expanding (default) or rolling.")
+WalkForwardOpt = typer.Option(False, "--walk-forward", help="Retrain every N bars; stitch the test segments.")
+
+
+def _stocks_opt(what: str) -> Any:
+    return typer.Option(None, "--stocks", metavar="SYMBOL ...",
+                        help=f"{what} (space or comma separated). Required, or --stocks-file.")
 
 
 def _options(config: Optional[Path] = None, set_: Optional[List[str]] = None, out: Optional[Path] = None,
@@ -67,26 +137,22 @@ def _relaunch_under_torchrun(nproc: Optional[int], device: Optional[str]) -> Non
         raise typer.Exit(relaunch(STATE["argv"], nproc, device or "auto"))
 
 
-StocksFileOpt = typer.Option(None, "--stocks-file", help="File of tickers, one per line (# comments); "
-                                                         "adds to --stocks.")
-
-
 # --- training commands -------------------------------------------------------------------------
 
 @app.command()
 def single(
-    stock: str = typer.Option("AAPL", "--stock", "-s", help="Ticker to train on."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
+    stock: Optional[str] = typer.Option(None, "--stock", "-s", metavar="SYMBOL",
+                                        help="Ticker to train on (default: the config's first data.symbols, AAPL)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="RUN_DIR",
+                                          help="Continue the run in this folder, with its own config."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
     end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
-    quiet: bool = QuietOpt,
-    walk_forward: bool = typer.Option(False, "--walk-forward", help="Retrain every N bars; stitch the test segments."),
-    retrain_every: Optional[int] = typer.Option(None, "--retrain-every", help="Walk-forward: bars per fold (252)."),
-    walk_forward_window: Optional[str] = typer.Option(
-        None, "--walk-forward-window", help="Walk-forward training window: expanding (default) or rolling."),
-    seeds: Optional[List[int]] = typer.Option(None, "--seeds", help="Train one run per seed: --seeds 0 1 2."),
+    quiet: bool = QuietOpt, walk_forward: bool = WalkForwardOpt, retrain_every: Optional[int] = RetrainOpt,
+    walk_forward_window: Optional[str] = WindowOpt,
+    seeds: Optional[List[int]] = typer.Option(None, "--seeds", metavar="N ...",
+                                              help="Train one run per seed: --seeds 0 1 2."),
     nproc: Optional[int] = NprocOpt,
 ):
     """Train one stock: data -> features -> model -> profit objective -> validation -> test report."""
@@ -103,20 +169,26 @@ def single(
 
 @app.command()
 def study(
-    stocks: List[str] = typer.Option(None, "--stocks", help="Tickers (space or comma separated)."),
-    stocks_file: Optional[Path] = typer.Option(None, "--stocks-file", help="File of tickers, one per line."),
-    mode: str = typer.Option("single", "--mode", help="single: one model per ticker; base: one pooled model; "
-                                                      "walk_forward: retrain every --retrain-every bars; "
-                                                      "portfolio: one allocation policy per --pairs group."),
-    pairs: List[str] = typer.Option(None, "--pairs", help="Portfolio mode: a group like AAPL,MSFT (repeatable)."),
-    seeds: Optional[List[int]] = typer.Option(None, "--seeds", help="Model seeds: --seeds 0 1 2 (default: --seed)."),
+    stocks: List[str] = _stocks_opt("Tickers (not with --mode portfolio)"),
+    stocks_file: Optional[Path] = StocksFileOpt,
+    mode: str = typer.Option("single", "--mode", metavar="MODE",
+                             help="single: one model per ticker; base: one pooled model; walk_forward: retrain every "
+                                  "--retrain-every bars; portfolio: one allocation policy per --pairs group."),
+    pairs: List[str] = typer.Option(None, "--pairs", metavar="A,B[,C]",
+                                    help="Portfolio mode: a group like AAPL,MSFT (repeatable)."),
+    seeds: Optional[List[int]] = typer.Option(None, "--seeds", metavar="N ...",
+                                              help="Model seeds: --seeds 0 1 2 (default: --seed)."),
     walk_forward: bool = typer.Option(False, "--walk-forward", help="Same as --mode walk_forward."),
-    retrain_every: int = typer.Option(252, "--retrain-every", help="Walk-forward: bars per fold."),
+    retrain_every: int = typer.Option(252, "--retrain-every", metavar="N", callback=_at_least_one,
+                                      help="Walk-forward: bars per fold."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
-    end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
-    seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
-    quiet: bool = QuietOpt,
+    end: Optional[str] = EndOpt,
+    steps: Optional[int] = typer.Option(None, "--steps", metavar="N", callback=_at_least_one,
+                                        help="Optimizer steps of each model (training.max_steps; with --mode "
+                                             "portfolio the policy's, portfolio.max_steps)."),
+    device: Optional[str] = DeviceOpt, seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt,
+    json_: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
     """One config over many tickers: test net Sharpe vs buy-and-hold, momentum (and the oracle), with a DSR."""
     from hftraining.commands import single as command
@@ -128,32 +200,57 @@ def study(
 
 @app.command()
 def forecast(
-    stocks: List[str] = typer.Option(None, "--stocks", help="Tickers (space or comma separated)."),
+    stocks: List[str] = _stocks_opt("Tickers"),
     stocks_file: Optional[Path] = StocksFileOpt,
-    backend: Optional[str] = typer.Option(None, "--backend", help="statistical | chronos | toto."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model id or local folder for the backend."),
+    backend: Optional[str] = typer.Option(None, "--backend", metavar="BACKEND",
+                                          help="statistical | chronos | toto (default: the config's). A model "
+                                               "that cannot run here is an error, never a fallback."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="PATH_OR_ID",
+                                        help="Model id or local folder for the backend."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
-    end: Optional[str] = EndOpt, device: Optional[str] = DeviceOpt, json_: bool = JsonOpt,
+    end: Optional[str] = EndOpt, device: Optional[str] = DeviceOpt, json_: bool = JsonOpt, quiet: bool = QuietOpt,
     shard: Optional[str] = typer.Option(
-        None, "--shard", help="Only shard i of n of the symbols (i/n, e.g. 0/4; default under torchrun: "
-                              "RANK/WORLD_SIZE), to spread them over GPUs or machines sharing --out."),
+        None, "--shard", metavar="I/N", help="Only shard i of n of the symbols (i/n, e.g. 0/4; default under "
+                                             "torchrun: RANK/WORLD_SIZE), to spread them over GPUs or machines "
+                                             "sharing --out."),
 ):
     """Precompute forecast features into the cache and report windows, seconds and cache hits."""
     from hftraining.commands import data as command
 
     command.forecast(stocks, stocks_file, _options(config, set_, out, source, data_dir, start, end, device=device),
-                     backend=backend, model=model, shard=shard, json_=json_)
+                     backend=backend, model=model, shard=shard, json_=json_, quiet=quiet)
+
+
+FinetuneEpochsOpt = typer.Option(None, "--finetune-epochs", metavar="N", callback=_at_least_one,
+                                 help="Fine-tune passes over each stock's training windows "
+                                      "(training.finetune_epochs).")
+OldEpochsOpt = typer.Option(None, "--epochs", hidden=True, callback=_at_least_one,
+                            help="Deprecated spelling of --finetune-epochs.")
+
+
+def _finetune_epochs(finetune_epochs: Optional[int], old: Optional[int]) -> Optional[int]:
+    """--finetune-epochs, or the old --epochs with a warning; both with different values is refused."""
+    if old is None:
+        return finetune_epochs
+    if finetune_epochs is not None and finetune_epochs != old:
+        raise UserError(f"--epochs {old} and --finetune-epochs {finetune_epochs} disagree; use --finetune-epochs")
+    logging.getLogger("hftraining").warning("--epochs is deprecated; use --finetune-epochs %d", old)
+    return old
 
 
 @app.command()
 def base(
-    stocks: List[str] = typer.Option(None, "--stocks", "--base-stocks", help="Tickers for the base model."),
+    stocks: List[str] = typer.Option(None, "--stocks", "--base-stocks", metavar="SYMBOL ...",
+                                     help="Tickers for the base model (space or comma separated). Required, or "
+                                          "--stocks-file."),
     stocks_file: Optional[Path] = StocksFileOpt,
     finetune: bool = typer.Option(True, "--finetune/--no-finetune", help="Fine-tune each stock after base."),
-    base_steps: Optional[int] = typer.Option(None, "--base-steps", help="Optimizer steps of the base model."),
-    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", help="Fine-tune passes per stock."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per optimizer step."),
+    base_steps: Optional[int] = typer.Option(None, "--base-steps", metavar="N", callback=_at_least_one,
+                                             help="Optimizer steps of the base model (default: --steps)."),
+    finetune_epochs: Optional[int] = FinetuneEpochsOpt, epochs: Optional[int] = OldEpochsOpt,
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N", callback=_at_least_one,
+                                             help="Windows per optimizer step."),
     compare_single: bool = typer.Option(False, "--compare-single", help="Also train each stock from scratch."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
@@ -162,48 +259,55 @@ def base(
     quiet: bool = QuietOpt, nproc: Optional[int] = NprocOpt,
 ):
     """Train one base model on many stocks, then fine-tune it per stock."""
+    finetune_epochs = _finetune_epochs(finetune_epochs, epochs)
     _relaunch_under_torchrun(nproc, device)
     from hftraining.commands import base as command
 
     command.base(stocks, stocks_file, _options(config, set_, out, source, data_dir, start, end, steps, device, seed,
-                                               forecast_backend),
+                                         forecast_backend),
                  finetune=finetune, base_steps=base_steps, finetune_epochs=finetune_epochs, batch_size=batch_size,
                  compare_single=compare_single, json_=json_, quiet=quiet)
 
 
 @app.command(name="finetune")
 def finetune_cmd(
-    stock: str = typer.Option(..., "--stock", "-s", help="Ticker to fine-tune on."),
-    base_run: Path = typer.Option(..., "--base", help="Base run folder (runs/models/base/<run>)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the stock's training windows."),
+    stock: str = typer.Option(..., "--stock", "-s", metavar="SYMBOL", help="Ticker to fine-tune on."),
+    base_run: Path = typer.Option(..., "--base", metavar="RUN_DIR", help="Base run folder (runs/models/base/<run>)."),
+    finetune_epochs: Optional[int] = FinetuneEpochsOpt, epochs: Optional[int] = OldEpochsOpt,
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
-    end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
-    seed: Optional[int] = SeedOpt, json_: bool = JsonOpt, quiet: bool = QuietOpt,
+    end: Optional[str] = EndOpt,
+    steps: Optional[int] = typer.Option(None, "--steps", metavar="N", callback=_at_least_one,
+                                        help="Optimizer steps of the fine-tune, instead of --finetune-epochs "
+                                             "turned into steps."),
+    device: Optional[str] = DeviceOpt, seed: Optional[int] = SeedOpt, json_: bool = JsonOpt, quiet: bool = QuietOpt,
     nproc: Optional[int] = NprocOpt,
 ):
     """Fine-tune a base model on one stock."""
+    finetune_epochs = _finetune_epochs(finetune_epochs, epochs)
     _relaunch_under_torchrun(nproc, device)
     from hftraining.commands import base as command
 
     command.finetune(stock, base_run, _options(config, set_, out, source, data_dir, start, end, steps, device, seed),
-                     epochs=epochs, json_=json_, quiet=quiet)
+                     epochs=finetune_epochs, json_=json_, quiet=quiet)
 
 
 @app.command()
 def portfolio(
-    pairs: List[str] = typer.Option(None, "--pairs", help="A group like AAPL,MSFT (repeat for more groups)."),
-    base_run: Optional[Path] = typer.Option(None, "--base", help="Initialise the encoder from a base run."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the portfolio run in this folder."),
+    pairs: List[str] = typer.Option(None, "--pairs", metavar="A,B[,C]",
+                                    help="A group like AAPL,MSFT (repeat for more groups). Required, or --resume."),
+    base_run: Optional[Path] = typer.Option(None, "--base", metavar="RUN_DIR",
+                                            help="Initialise the encoder from a base run."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="RUN_DIR",
+                                          help="Continue the portfolio run in this folder, with its own config."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
-    end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
-    seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
-    quiet: bool = QuietOpt,
-    walk_forward: bool = typer.Option(False, "--walk-forward", help="Retrain every N bars; stitch the test segments."),
-    retrain_every: Optional[int] = typer.Option(None, "--retrain-every", help="Walk-forward: bars per fold (252)."),
-    walk_forward_window: Optional[str] = typer.Option(
-        None, "--walk-forward-window", help="Walk-forward training window: expanding (default) or rolling."),
+    end: Optional[str] = EndOpt,
+    steps: Optional[int] = typer.Option(None, "--steps", metavar="N", callback=_at_least_one,
+                                        help="Optimizer steps of the allocation policy (portfolio.max_steps)."),
+    device: Optional[str] = DeviceOpt, seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt,
+    json_: bool = JsonOpt, quiet: bool = QuietOpt, walk_forward: bool = WalkForwardOpt,
+    retrain_every: Optional[int] = RetrainOpt, walk_forward_window: Optional[str] = WindowOpt,
     nproc: Optional[int] = NprocOpt,
 ):
     """Learn softmax allocations over each group of assets, rebalanced every horizon."""
@@ -220,14 +324,17 @@ def portfolio(
 
 @app.command()
 def pipeline(
-    stocks: List[str] = typer.Option(None, "--stocks", help="Tickers for base + fine-tune."),
+    stocks: List[str] = _stocks_opt("Tickers for base + fine-tune"),
     stocks_file: Optional[Path] = StocksFileOpt,
-    pairs: List[str] = typer.Option(..., "--pairs", help="Groups for the portfolio stage (repeatable)."),
+    pairs: List[str] = typer.Option(..., "--pairs", metavar="A,B[,C]",
+                                    help="Groups for the portfolio stage (repeatable)."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
     source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
-    end: Optional[str] = EndOpt, steps: Optional[int] = StepsOpt, device: Optional[str] = DeviceOpt,
-    seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt, json_: bool = JsonOpt,
-    quiet: bool = QuietOpt,
+    end: Optional[str] = EndOpt,
+    steps: Optional[int] = typer.Option(None, "--steps", metavar="N", callback=_at_least_one,
+                                        help="Optimizer steps of the base model (training.max_steps)."),
+    device: Optional[str] = DeviceOpt, seed: Optional[int] = SeedOpt, forecast_backend: Optional[str] = BackendOpt,
+    json_: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
     """Base model -> fine-tune per stock -> portfolio over the pairs."""
     from hftraining.commands import base as command
@@ -238,102 +345,130 @@ def pipeline(
                      json_=json_, quiet=quiet)
 
 
+# --- judging trained runs ----------------------------------------------------------------------
+
+ModelOpt = typer.Option(..., "--model", metavar="RUN_DIR", help="Run folder of a trained model.")
+
+
 @app.command()
 def backtest(
-    model: Path = typer.Option(..., "--model", help="Run folder of a trained model."),
-    stock: Optional[str] = typer.Option(None, "--stock", "-s", help="Ticker (default: the model's)."),
-    cost_bps: Optional[float] = typer.Option(None, "--cost-bps", help="Cost per unit turnover in bps."),
+    model: Path = ModelOpt,
+    stock: Optional[str] = typer.Option(None, "--stock", "-s", metavar="SYMBOL",
+                                        help="Ticker (default: the model's)."),
+    cost_bps: Optional[float] = typer.Option(None, "--cost-bps", metavar="BPS", help="Cost per unit turnover in bps."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
-    source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt,
-    end: Optional[str] = EndOpt, device: Optional[str] = DeviceOpt, json_: bool = JsonOpt,
+    source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
+    start: Optional[str] = typer.Option(None, "--start", metavar="YYYY-MM-DD",
+                                        help="First decision date (default: the run's test start)."),
+    end: Optional[str] = typer.Option(None, "--end", metavar="YYYY-MM-DD", help="Last decision date."),
+    device: Optional[str] = DeviceOpt, json_: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
     """Run a trained model over chosen dates with the ProfitTracker and write a report."""
     from hftraining.commands import evaluate as command
 
     command.backtest(model, stock=stock, cost_bps=cost_bps, config=config, set_=set_, out=out, source=source,
-                     data_dir=data_dir, start=start, end=end, device=device, json_=json_)
+                     data_dir=data_dir, start=start, end=end, device=device, json_=json_, quiet=quiet)
 
 
 @app.command()
 def ensemble(
-    models: List[Path] = typer.Option(..., "--models", help="Two or more run folders: --models RUN1 RUN2 ..."),
-    stock: Optional[str] = typer.Option(None, "--stock", "-s", help="Ticker (default: the first run's)."),
+    models: List[Path] = typer.Option(..., "--models", metavar="RUN_DIR ...",
+                                      help="Two or more run folders: --models RUN1 RUN2 ..."),
+    stock: Optional[str] = typer.Option(None, "--stock", "-s", metavar="SYMBOL",
+                                        help="Ticker (default: the first run's)."),
     out: Optional[Path] = OutOpt, source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
-    start: Optional[str] = typer.Option(None, "--start", help="First decision date (default: common test range)."),
-    end: Optional[str] = typer.Option(None, "--end", help="Last decision date (default: common test range)."),
-    device: Optional[str] = DeviceOpt, json_: bool = JsonOpt,
+    start: Optional[str] = typer.Option(None, "--start", metavar="YYYY-MM-DD",
+                                        help="First decision date (default: common test range)."),
+    end: Optional[str] = typer.Option(None, "--end", metavar="YYYY-MM-DD",
+                                      help="Last decision date (default: common test range)."),
+    device: Optional[str] = DeviceOpt, json_: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
     """Average the positions of several runs (same features) and compare the ensemble with each member."""
     from hftraining.commands import evaluate as command
 
     command.ensemble(models, stock=stock, out=out, source=source, data_dir=data_dir, start=start, end=end,
-                     device=device, json_=json_)
+                     device=device, json_=json_, quiet=quiet)
 
 
 @app.command()
 def paper(
-    model: Path = typer.Option(..., "--model", help="Run folder of a trained model."),
-    feed: str = typer.Option(..., "--feed", help="csv:PATH (replay a CSV of daily bars) or yahoo (poll Yahoo)."),
-    stock: Optional[str] = typer.Option(None, "--stock", "-s", help="Ticker (default: the model's)."),
-    speed: float = typer.Option(0.0, "--speed", help="Replay speed in bars per second (0 = as fast as possible)."),
+    model: Path = ModelOpt,
+    feed: str = typer.Option(..., "--feed", metavar="csv:PATH|yahoo",
+                             help="csv:PATH (replay a CSV of daily bars) or yahoo (poll Yahoo)."),
+    stock: Optional[str] = typer.Option(None, "--stock", "-s", metavar="SYMBOL",
+                                        help="Ticker (default: the model's)."),
+    speed: float = typer.Option(0.0, "--speed", metavar="N",
+                                help="Replay speed in bars per second (0 = as fast as possible)."),
     state: Optional[Path] = typer.Option(
-        None, "--state", help="State folder to resume from (default <out>/paper/<run>/<SYMBOL>)."),
+        None, "--state", metavar="DIR", help="State folder to resume from (default <out>/paper/<run>/<SYMBOL>)."),
     start: Optional[str] = typer.Option(
-        None, "--start", help="First date to trade; earlier bars are history only (default: the whole CSV; "
-                              "yahoo: from today)."),
+        None, "--start", metavar="YYYY-MM-DD",
+        help="First date to trade; earlier bars are history only (default: the whole CSV; yahoo: from today)."),
     out: Optional[Path] = OutOpt, json_: bool = JsonOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per decision (decisions.csv has them)."),
 ):
     """Paper-trade a run on bars arriving one at a time; resumable. No broker: no orders are ever sent."""
     from hftraining.commands import evaluate as command
 
-    command.paper(model, feed, stock=stock, speed=speed, state=state, start=start, out=out, json_=json_)
+    command.paper(model, feed, stock=stock, speed=speed, state=state, start=start, out=out, json_=json_, quiet=quiet)
 
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A run folder (runs/models/...) or a report folder (runs/reports/<run>)."),
-    json_: bool = JsonOpt,
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR",
+                                   help="A run folder (runs/models/...) or a report folder (runs/reports/<run>)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+                                       help="Write report.html into this folder (default: beside metrics.json)."),
+    json_: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
     """Write report.html: metrics vs baselines, curves, significance, cost sensitivity, provenance."""
     from hftraining.commands import evaluate as command
 
-    command.report(run_dir, json_=json_)
+    command.report(run_dir, out=out, json_=json_)
 
 
 # --- data and config ---------------------------------------------------------------------------
 
 @data_app.command("fetch")
-def data_fetch(stocks: List[str] = typer.Option(None, "--stocks"), stocks_file: Optional[Path] = StocksFileOpt,
-               out: Optional[Path] = OutOpt,
-               source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
-               start: Optional[str] = StartOpt, end: Optional[str] = EndOpt, json_: bool = JsonOpt):
-    """Download (or load) bars into the raw cache and say what was stored."""
+def data_fetch(stocks: List[str] = _stocks_opt("Tickers"), stocks_file: Optional[Path] = StocksFileOpt,
+               config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+               source: Optional[str] = SourceOpt,
+               data_dir: Optional[Path] = typer.Option(None, "--data-dir", hidden=True,
+                                                       help="Refused: fetch is for Yahoo only."),
+               start: Optional[str] = StartOpt, end: Optional[str] = EndOpt, json_: bool = JsonOpt,
+               quiet: bool = QuietOpt):
+    """Download bars from Yahoo into the raw cache and say what was stored (CSV folders need no fetch)."""
     from hftraining.commands import data as command
 
-    command.data_fetch(stocks, stocks_file, _options(out=out, source=source, data_dir=data_dir, start=start, end=end),
-                       json_=json_)
+    command.data_fetch(stocks, stocks_file, _options(config, set_, out=out, source=source, data_dir=data_dir,
+                                                     start=start, end=end), json_=json_, quiet=quiet)
 
 
 @data_app.command("validate")
-def data_validate(stocks: List[str] = typer.Option(None, "--stocks"), stocks_file: Optional[Path] = StocksFileOpt,
-                  out: Optional[Path] = OutOpt,
-                  source: Optional[str] = SourceOpt, data_dir: Optional[Path] = DataDirOpt,
-                  start: Optional[str] = StartOpt, end: Optional[str] = EndOpt, json_: bool = JsonOpt):
+def data_validate(stocks: List[str] = _stocks_opt("Tickers"), stocks_file: Optional[Path] = StocksFileOpt,
+                  config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+                  out: Optional[Path] = OutOpt, source: Optional[str] = SourceOpt,
+                  data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt, end: Optional[str] = EndOpt,
+                  json_: bool = JsonOpt, quiet: bool = QuietOpt):
     """Check bars (dates, prices, OHLC consistency) and print a summary per symbol."""
     from hftraining.commands import data as command
 
-    command.data_validate(stocks, stocks_file,
-                          _options(out=out, source=source, data_dir=data_dir, start=start, end=end), json_=json_)
+    command.data_validate(stocks, stocks_file, _options(config, set_, out=out, source=source, data_dir=data_dir,
+                                                        start=start, end=end), json_=json_, quiet=quiet)
 
 
 @data_app.command("show")
-def data_show(stock: str = typer.Option(..., "--stock", "-s"), rows: int = typer.Option(10, "--rows"),
+def data_show(stock: str = typer.Option(..., "--stock", "-s", metavar="SYMBOL", help="Ticker to show."),
+              rows: int = typer.Option(10, "--rows", metavar="N", callback=_at_least_one, help="Bars to show."),
+              config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
               out: Optional[Path] = OutOpt, source: Optional[str] = SourceOpt,
-              data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt, end: Optional[str] = EndOpt):
+              data_dir: Optional[Path] = DataDirOpt, start: Optional[str] = StartOpt, end: Optional[str] = EndOpt,
+              json_: bool = JsonOpt, quiet: bool = QuietOpt):
     """Print the last bars of a symbol and its causal features."""
     from hftraining.commands import data as command
 
-    command.data_show(stock, rows, _options(out=out, source=source, data_dir=data_dir, start=start, end=end))
+    command.data_show(stock, rows, _options(config, set_, out=out, source=source, data_dir=data_dir, start=start,
+                                            end=end), json_=json_)
 
 
 @config_app.command("show")
@@ -347,11 +482,15 @@ def config_show(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = 
 
 
 @config_app.command("validate")
-def config_validate(paths: List[Path] = typer.Argument(..., help="YAML files to check.")):
-    """Validate config files; the first problem is reported with its dotted key."""
+def config_validate(paths: List[Path] = typer.Argument(None, metavar="PATH ...", help="YAML files to check."),
+                    config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+    """Validate config files (with any --set overrides); the first problem is reported with its dotted key."""
     from hftraining.commands import data as command
 
-    command.config_validate(paths)
+    files = list(paths or []) + ([config] if config is not None else [])
+    if not files:
+        raise UserError("hftrain config validate: give the YAML files to check, e.g. configs/*.yaml")
+    command.config_validate(files, set_)
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -418,6 +557,28 @@ def describe_os_error(exc: OSError) -> str:
                     f"{hint}")
 
 
+def _closest(name: str, candidates: list[str]) -> str:
+    """` (did you mean X?)` for the nearest real name, or '' when none is close."""
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def usage_message(exc) -> str:
+    """Click's usage error in one line; a misspelt option or command names its nearest real neighbour only
+    (click lists every loosely similar option, such as --out for --quite)."""
+    ctx = exc.ctx
+    kind = type(exc).__name__
+    if kind == "NoSuchOption" and ctx is not None:
+        names = [o for p in ctx.command.get_params(ctx) if not getattr(p, "hidden", False)
+                 for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+        return f"no such option: {exc.option_name}{_closest(exc.option_name, names)}"
+    message = exc.format_message()
+    if ctx is not None and message.startswith("No such command") and hasattr(ctx.command, "list_commands"):
+        typed = message.split("'")[1] if "'" in message else ""
+        return f"no such command: {typed}{_closest(typed, ctx.command.list_commands(ctx))}"
+    return message
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     STATE["argv"] = list(argv)                       # `--nproc N` re-runs this command line under torchrun
@@ -447,7 +608,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":     # help was already printed
             return 0
         path = exc.ctx.command_path if exc.ctx is not None else "hftrain"
-        sys.stderr.write(f"error: {exc.format_message()} ({path}); see {path} --help\n")
+        sys.stderr.write(f"error: {usage_message(exc)} ({path}); see {path} --help\n")
         return 2
     except ABORTS:
         sys.stderr.write("aborted\n")

@@ -25,7 +25,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-ForecastBackend = Literal["toto", "chronos", "statistical", "none"]
+ForecastBackend = Literal["auto", "toto", "chronos", "statistical", "none"]
 
 
 class DataConfig(Section):
@@ -49,9 +49,12 @@ class DataConfig(Section):
     synthetic_seed: int = Field(7, description="Seed of the synthetic market generator.")
     synthetic_edge: float = Field(
         1.0, ge=0, description="Strength of the synthetic market's hidden drift (oracle Sharpe; 0 = random walk).")
-    use_toto_forecasts: bool = Field(True, description="Append forecast features (Toto by default) to every bar.")
+    use_toto_forecasts: bool = Field(
+        True, description="Append forecast features to every bar (the forecaster: data.forecast_backend).")
     forecast_backend: Optional[ForecastBackend] = Field(
-        None, description="Forecaster for features; None = toto if use_toto_forecasts else none.")
+        None, description="Forecaster for features: auto = toto on a CUDA machine with toto-ts installed, else "
+                          "statistical (chosen at run time, recorded in the metadata); None = auto if "
+                          "use_toto_forecasts else none.")
     forecast_fallback: Literal["statistical", "error"] = Field(
         "statistical", description="When the requested forecaster is unavailable: warn and use statistical, or stop.")
     forecast_context_length: int = Field(
@@ -75,10 +78,11 @@ class DataConfig(Section):
 
     @property
     def resolved_forecast_backend(self) -> str:
-        """The backend asked for, after applying the use_toto_forecasts default."""
+        """The backend asked for, after applying the use_toto_forecasts default ("auto" is resolved at run time,
+        by hftraining.forecasting.base.choose_auto, because it depends on the machine)."""
         if self.forecast_backend is not None:
             return self.forecast_backend
-        return "toto" if self.use_toto_forecasts else "none"
+        return "auto" if self.use_toto_forecasts else "none"
 
     @property
     def resolved_embargo(self) -> int:
@@ -220,7 +224,7 @@ class Config(Section):
         if self.data.toto_num_samples % min(self.data.toto_samples_per_batch, self.data.toto_num_samples):
             raise ValueError("data.toto_samples_per_batch must divide data.toto_num_samples")
         if self.data.start and self.data.end and self.data.start > self.data.end:
-            raise ValueError(f"data.start ({self.data.start}) is after data.end ({self.data.end})")
+            raise ValueError(f"data.start ({self.data.start}) is after data.end ({self.data.end}); swap them")
         for name in ("start", "end"):
             value = getattr(self.data, name)
             if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
@@ -255,26 +259,41 @@ class Config(Section):
         return cfg
 
     def with_steps(self, steps: int, evaluations: Optional[int] = None) -> "Config":
-        """A copy whose training schedule fits `steps` optimizer steps: the one rule every stage uses.
-
-        max_steps = steps; warmup_steps = min(warmup_steps, steps // 10); eval_every = min(eval_every, steps,
-        ceil(steps / evaluations)) (at least `evaluations` validations when given); checkpoint_every =
-        min(checkpoint_every, steps). Used by `--steps`, fine-tunes, the Python API, base runs and portfolios.
+        """A copy whose training schedule fits `steps` optimizer steps: the one rule every stage uses
+        (`schedule_for`). Used by fine-tunes, the Python API, base runs and portfolios; `--steps N` and
+        `--set training.max_steps=N` apply the same rule in `load_config`.
         """
         if steps < 1:
-            raise UserError(f"--steps {steps}: must be at least 1")
+            raise UserError(f"steps = {steps}: must be at least 1")
         cfg = self.model_copy(deep=True)
         t = cfg.training
-        t.warmup_steps = min(t.warmup_steps, steps // 10)
+        fitted = schedule_for(steps, t.warmup_steps, t.eval_every, t.checkpoint_every, evaluations)
+        t.warmup_steps = fitted["warmup_steps"]
         t.max_steps = steps
-        t.eval_every = min(t.eval_every, steps, -(-steps // evaluations) if evaluations else steps)
-        t.checkpoint_every = min(t.checkpoint_every, steps)
+        t.eval_every = fitted["eval_every"]
+        t.checkpoint_every = fitted["checkpoint_every"]
         return cfg
 
     @property
     def cost_per_turnover(self) -> float:
         """What one unit of turnover costs in evaluation (tracker commission + slippage), as a fraction."""
         return self.tracker.cost_per_turnover
+
+
+def schedule_for(steps: int, warmup_steps: int, eval_every: int, checkpoint_every: int,
+                 evaluations: Optional[int] = None) -> dict[str, int]:
+    """The schedule of a stage given `steps` optimizer steps (README: "One schedule rule").
+
+    max_steps = steps; warmup_steps = min(warmup_steps, steps // 10); eval_every = min(eval_every, steps,
+    ceil(steps / evaluations)) (at least `evaluations` validations when given); checkpoint_every =
+    min(checkpoint_every, steps). Why: a short run must still warm up briefly, validate and checkpoint.
+    """
+    return {"max_steps": steps, "warmup_steps": min(warmup_steps, steps // 10),
+            "eval_every": min(eval_every, steps, -(-steps // evaluations) if evaluations else steps),
+            "checkpoint_every": min(checkpoint_every, steps)}
+
+
+SCHEDULE_KEYS = ("warmup_steps", "eval_every", "checkpoint_every")
 
 
 # --- YAML loading -----------------------------------------------------------------------------
@@ -329,15 +348,50 @@ def did_you_mean(path: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _describe(error: dict, where: str) -> str:
+def plain_words(error: dict) -> str:
+    """Pydantic's message for a bad value, in plain words ("must be at least 1")."""
+    ctx, kind = {k: format(v, "g") if isinstance(v, float) else v for k, v in (error.get("ctx") or {}).items()}, \
+        error["type"]
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}"
+    if kind == "greater_than":
+        return f"must be greater than {ctx['gt']}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}"
+    if kind == "less_than":
+        return f"must be less than {ctx['lt']}"
+    if kind == "literal_error":
+        return "must be one of " + ctx["expected"].replace("'", "").replace(" or ", ", ")
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return "must be a whole number"
+    if kind in ("float_parsing", "float_type"):
+        return "must be a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return "must be true or false"
+    if kind == "string_type":
+        return "must be text"
+    if kind == "list_type":
+        return "must be a list, e.g. [AAPL, MSFT]"
+    if kind in ("model_type", "dict_type"):
+        return "must be a section (a mapping of keys)"
+    return error["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+
+
+def _describe(error: dict, where: str, origins: Optional[dict[str, str]] = None) -> str:
+    """One line naming where the bad value came from: the flag, the --set item, or the file and key."""
+    origins = origins or {}
     path = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
-        return f"{where}: unknown config key '{path}'{did_you_mean(path)}"
+        return f"{origins.get(path, where)}: unknown config key '{path}'{did_you_mean(path)}"
     if error["type"] == "value_error":
-        return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+        message = error["msg"].removeprefix("Value error, ")
+        named = [key for key in origins if key in message]
+        return f"{origins[named[0]] if named else where}: {message}"
+    if path in origins:
+        return f"{origins[path]}: {plain_words(error)}"
     value = error.get("input")
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
-    return f"{where}: {path or 'config'} = {shown}: {error['msg']}"
+    return f"{where}: {path or 'config'} = {shown}: {plain_words(error)}"
 
 
 def _upgrade_legacy(raw: dict, where: str) -> None:
@@ -357,8 +411,9 @@ def _upgrade_legacy(raw: dict, where: str) -> None:
             "profit.position_sizing=%s and the default objective", where, profit["position_sizing"])
 
 
-def validate(raw: dict, where: str) -> Config:
-    """Build a Config from plain data; the first problem becomes one UserError line."""
+def validate(raw: dict, where: str, origins: Optional[dict[str, str]] = None) -> Config:
+    """Build a Config from plain data; the first problem becomes one UserError line naming its origin
+    (`origins`: dotted key -> the flag or --set item that gave it, from apply_overrides)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -367,7 +422,7 @@ def validate(raw: dict, where: str) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_describe(exc.errors()[0], where)) from None
+        raise UserError(_describe(exc.errors()[0], where, origins)) from None
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, where: str) -> None:
@@ -393,33 +448,76 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
-                updates: Optional[dict[str, Any]] = None) -> Config:
-    """Read a YAML file (or defaults), apply `--set` overrides then CLI-flag updates, validate once."""
+                updates: Optional[dict[str, Any]] = None, flags: Optional[dict[str, str]] = None) -> Config:
+    """Read a YAML file (or defaults), apply `--set` overrides then CLI-flag updates, validate once.
+
+    `flags` names the flag behind each key of `updates` (`{"data.start": "--start"}`) so an error says
+    `--start 2020-13-01: ...`, not where the defaults live.
+    """
     raw: dict = {}
     where = "defaults"
     if path is not None:
         path = Path(path)
         where = str(path)
         if not path.is_file():
-            raise UserError(f"{path}: config file not found")
+            raise UserError(f"{path}: config file not found{available_configs(path)}")
         raw = parse_yaml(path.read_text(), where=where) or {}
         if not isinstance(raw, dict):
             raise UserError(f"{where}: the config must be a mapping of sections")
-    apply_overrides(raw, overrides, updates)
-    label = where if not overrides else f"{where} with --set overrides"
-    return validate(raw, label)
+    origins = apply_overrides(raw, overrides, updates, flags)
+    return validate(raw, where, origins)
+
+
+def available_configs(path: Path) -> str:
+    """`; configs/ has default.yaml, tiny.yaml` for a --config that does not exist (the folder it names, or
+    configs/ beside the working directory or this package)."""
+    for folder in (path.parent, Path("configs"), Path(__file__).resolve().parents[1] / "configs"):
+        names = sorted(p.name for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        if names:
+            return f"; {folder}/ has {', '.join(names)}"
+    return ""
 
 
 def apply_overrides(raw: dict, overrides: Optional[list[str]] = None,
-                    updates: Optional[dict[str, Any]] = None) -> dict:
-    """Apply `--set KEY=VALUE` items, then CLI-flag updates (None = not given), to a raw config tree."""
+                    updates: Optional[dict[str, Any]] = None,
+                    flags: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """Apply `--set KEY=VALUE` items, then CLI-flag updates (None = not given), to a raw config tree.
+
+    Returns where each given key came from (`--set key=value`, `--flag value`), for error lines. A given
+    training.max_steps refits the schedule by `schedule_for` (the `--steps` rule), except the schedule
+    keys given explicitly, which are kept as written.
+    """
+    origins: dict[str, str] = {}
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(raw, key, value, where=f"--set {key}")
+        origins[key] = f"--set {item.strip()}"
     for key, value in (updates or {}).items():
         if value is not None:
             _set_dotted(raw, key, value, where=f"option for {key}")
-    return raw
+            flag = (flags or {}).get(key)
+            origins[key] = f"{flag} {value}" if flag else f"option for {key}"
+    if "training.max_steps" in origins:
+        _fit_schedule(raw, origins)
+    return origins
+
+
+def _fit_schedule(raw: dict, origins: dict[str, str]) -> None:
+    """The --steps rule on a raw tree: training.max_steps was given; fit the schedule keys not given."""
+    training = raw.get("training")
+    if not isinstance(training, dict):
+        return
+    defaults = TrainingConfig.model_fields
+    values = {k: training.get(k, defaults[k].default) for k in ("max_steps", *SCHEDULE_KEYS)}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in
+               (values["max_steps"], values["eval_every"], values["checkpoint_every"])) or \
+            not isinstance(values["warmup_steps"], int):
+        return                                          # validation names the bad value
+    fitted = schedule_for(values["max_steps"], values["warmup_steps"], values["eval_every"],
+                          values["checkpoint_every"])
+    for key in SCHEDULE_KEYS:
+        if f"training.{key}" not in origins:
+            training[key] = fitted[key]
 
 
 def to_yaml(config: Config) -> str:

@@ -334,13 +334,19 @@ def render_report(report_dir: Path, run_dir: Path | None = None, tensorboard_dir
 
 
 def write_html_report(report_dir: Path, run_dir: Path | None = None,
-                      tensorboard_dir: Path | None = None) -> Path:
-    """Recount the Deflated Sharpe's trials, then render and write `report_dir/report.html` atomically."""
+                      tensorboard_dir: Path | None = None, out: Path | None = None) -> Path:
+    """Recount the Deflated Sharpe's trials, then render and write `report_dir/report.html` (or `out/report.html`:
+    `hftrain report --out DIR`) atomically; the page embeds its images, so it stands alone anywhere."""
     from hftraining.deflated import refresh_report
 
     refresh_report(Path(report_dir))
     page = render_report(Path(report_dir), run_dir, tensorboard_dir)
-    return atomic.write_text(Path(report_dir) / REPORT, page)
+    folder = Path(out) if out is not None else Path(report_dir)
+    if out is not None:
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--out {folder}: is a file; pass a folder to write report.html into")
+        folder.mkdir(parents=True, exist_ok=True)
+    return atomic.write_text(folder / REPORT, page)
 
 
 def write_report_html(report_dir: Path, run_dir: Path) -> str | None:

@@ -145,6 +145,8 @@ class Decision:
 class LiveTrader:
     """Receives bars one at a time and decides a position per bar exactly as the backtest would."""
 
+    echo = True                                    # one line per decision on stderr
+
     def __init__(self, run_dir: str | Path, state_dir: str | Path, symbol: Optional[str] = None,
                  start: Optional[str] = None, root: Optional[str | Path] = None, device: str = "cpu"):
         self.run = ckpt.open_run(run_dir)
@@ -260,8 +262,9 @@ class LiveTrader:
         decision = Decision(date.strftime("%Y-%m-%d"), float(row["close"]), position, self.state["equity"], note)
         row_text = f"{decision.date},{decision.close!r},{position!r},{decision.equity!r},{note}"
         _append_lines(self.dir / DECISIONS, [row_text])
-        sys.stderr.write(f"{decision.date} {self.symbol} close={decision.close:.4f} position={position:+.4f} "
-                         f"equity={decision.equity:,.2f} ({note})\n")
+        if self.echo:                              # `hftrain paper --quiet`: decisions.csv only
+            sys.stderr.write(f"{decision.date} {self.symbol} close={decision.close:.4f} position={position:+.4f} "
+                             f"equity={decision.equity:,.2f} ({note})\n")
         self._save()
         return decision
 

@@ -95,10 +95,13 @@ def backtest_config(run_config: Config, config_path: Path | None = None, overrid
                 raw[section].update(values)
             else:
                 raw[section] = values
-    apply_overrides(raw, overrides, updates)
+    origins = apply_overrides(raw, overrides, updates, BACKTEST_FLAGS)
     raw["data"]["end"] = None
     raw["paths"]["run_name"] = None
-    return validate(raw, f"{config_path or 'the run config.yaml'} for the backtest")
+    return validate(raw, f"{config_path or 'the run config.yaml'} for the backtest", origins)
+
+
+BACKTEST_FLAGS = {"data.source": "--source", "data.data_dir": "--data-dir", "training.device": "--device"}
 
 
 def output_root(model_dir: Path, out: Path | None, config: Config) -> Path:

@@ -189,7 +189,8 @@ CONFIG_FILES = {
     "yaml_syntax": ("training:\n  learning_rate: [1\n  batch_size: 3\n", ["line 3, column 13", "YAML syntax error"]),
     "unknown_key": ("training:\n  learning_rat: 0.1\n",
                     ["unknown config key 'training.learning_rat'", "did you mean training.learning_rate"]),
-    "wrong_type": ("training:\n  batch_size: lots\n", ["training.batch_size = 'lots'", "valid integer"]),
+    "wrong_type": ("training:\n  batch_size: lots\n", ["training.batch_size = 'lots': must be a whole number"]),
+    "below minimum": ("training:\n  batch_size: 0\n", ["training.batch_size = 0: must be at least 1"]),
 }
 
 
@@ -204,10 +205,13 @@ def test_bad_config_file(name, tmp_path, root, capsys):
 
 SET_CASES = {
     "unknown key": ("training.learnin_rate=0.1", ["unknown config key 'training.learnin_rate'"]),
-    "wrong type": ("training.batch_size=abc", ["training.batch_size = 'abc'"]),
-    "negative learning rate": ("training.learning_rate=-0.1", ["training.learning_rate = -0.1", "greater than 0"]),
-    "zero learning rate": ("training.learning_rate=0", ["training.learning_rate = 0", "greater than 0"]),
-    "negative batch size": ("training.batch_size=-4", ["training.batch_size = -4", "greater than or equal to 1"]),
+    "wrong type": ("training.batch_size=abc", ["--set training.batch_size=abc: must be a whole number"]),
+    "negative learning rate": ("training.learning_rate=-0.1",
+                               ["--set training.learning_rate=-0.1: must be greater than 0"]),
+    "zero learning rate": ("training.learning_rate=0", ["--set training.learning_rate=0: must be greater than 0"]),
+    "negative batch size": ("training.batch_size=-4", ["--set training.batch_size=-4: must be at least 1"]),
+    "not a choice": ("profit.objective=sharp", ["--set profit.objective=sharp: must be one of sharpe, mean, "
+                                                "mean_variance"]),
     "run name with ..": ("paths.run_name=../../x", ["paths.run_name '../../x' is not allowed"]),
     "absolute run name": ("paths.run_name=/tmp/x", ["paths.run_name '/tmp/x' is not allowed"]),
 }
@@ -291,6 +295,7 @@ def test_damaged_checkpoint_is_refused(damage, tmp_path, run_dir, root, capsys):
 
 def test_truncated_training_state_is_refused_on_resume(tmp_path, run_dir, capsys):
     copy = copy_run(run_dir, tmp_path)
+    ckpt.update_metadata(copy, status="running")                  # interrupted, so there is something to resume
     state = copy / "last" / "state.safetensors"
     state.write_bytes(state.read_bytes()[:1000])
     copyroot = tmp_path / "copyroot"

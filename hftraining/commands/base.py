@@ -31,9 +31,8 @@ def base(stocks: Optional[list[str]], stocks_file: Optional[Path], options: Conf
     from hftraining.distributed import is_main_process
     from hftraining.layout import Layout
 
-    if stocks_file is not None:
-        stocks = universe(stocks, stocks_file, "base")
-    cfg = options.build(symbols=symbols_of(stocks) or None, extra={"training.batch_size": batch_size})
+    symbols = universe(stocks, stocks_file, "base")     # none is an error, never the config's default ticker
+    cfg = options.build(symbols=symbols, extra={"training.batch_size": batch_size})
     run = run_base_pipeline(cfg.data.symbols, cfg, finetune=finetune, base_steps=base_steps,
                             finetune_epochs=finetune_epochs, compare_single=compare_single, progress=not quiet)
     if not is_main_process():                       # under torchrun rank 0 alone prints

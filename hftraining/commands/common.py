@@ -2,7 +2,7 @@
 
 `ConfigOptions` carries the options most commands take (`--config`, `--set`, `--out`, `--source`,
 `--data-dir`, `--start`, `--end`, `--steps`, `--device`, `--seed`, `--forecast-backend`); `--steps`
-fits the schedule by the one rule of `Config.with_steps`.
+fits the schedule by the one rule of `hftraining.config.schedule_for`, as `--set training.max_steps` does.
 """
 
 from __future__ import annotations
@@ -16,24 +16,64 @@ from typing import Optional
 from hftraining.config import Config
 from hftraining.errors import UserError
 
+# The flag behind each config key a command line sets, so a bad value is reported as `--steps 0: ...`.
+FLAGS = {"paths.root": "--out", "data.source": "--source", "data.data_dir": "--data-dir", "data.start": "--start",
+         "data.end": "--end", "training.device": "--device", "training.seed": "--seed",
+         "data.forecast_backend": "--forecast-backend", "training.max_steps": "--steps",
+         "portfolio.max_steps": "--steps", "training.batch_size": "--batch-size", "data.toto_model_id": "--model",
+         "data.chronos_model_id": "--model", "data.toto_device": "--device", "data.chronos_device": "--device"}
+
+
+def check_dates(start: Optional[str], end: Optional[str]) -> None:
+    """--start/--end are real dates in order; a reversed pair is probably swapped."""
+    from datetime import date
+
+    for flag, value in (("--start", start), ("--end", end)):
+        if value is not None:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise UserError(f"{flag} {value}: not a date; expected YYYY-MM-DD, e.g. 2015-01-02") from None
+    if start is not None and end is not None and start > end:
+        raise UserError(f"--start {start} is after --end {end}; swap them: --start {end} --end {start}")
+
+
+def steps_from_set(set_: Optional[list[str]], key: str = "training.max_steps") -> Optional[int]:
+    """The value of a `--set training.max_steps=N` item (or another `key`), if any (the last one wins)."""
+    from hftraining.config import parse_override
+
+    found = None
+    for item in set_ or []:
+        name, value = parse_override(item)
+        if name == key:
+            found = value
+    return found
+
 
 def build_config(config: Optional[Path], set_: Optional[list[str]], out: Optional[Path], source: Optional[str],
                  data_dir: Optional[Path], start: Optional[str], end: Optional[str], steps: Optional[int],
                  device: Optional[str], seed: Optional[int], forecast_backend: Optional[str] = None,
                  symbols: Optional[list[str]] = None, extra: Optional[dict] = None) -> Config:
-    """The config file, then `--set` overrides, then the flags; `--steps` refits the schedule (Config.with_steps)."""
+    """The config file, then `--set` overrides, then the flags. `--steps N` is `--set training.max_steps=N`:
+    both fit the schedule by the one rule (hftraining.config.schedule_for)."""
     from hftraining.config import load_config
 
+    check_dates(start, end)
+    if data_dir is not None and Path(data_dir).is_file():
+        raise UserError(f"--data-dir {data_dir}: is a file; pass the folder that holds it: --data-dir "
+                        f"{Path(data_dir).parent}")
+    set_steps = steps_from_set(set_)
+    if steps is not None and set_steps is not None and steps != set_steps:
+        raise UserError(f"--steps {steps} and --set training.max_steps={set_steps} disagree; give one of them")
     if source is None and data_dir is not None:
         source = "csv"
     updates = {
         "paths.root": str(out) if out else None, "data.source": source,
         "data.data_dir": str(data_dir) if data_dir else None, "data.start": start, "data.end": end,
-        "training.device": device, "training.seed": seed,
+        "training.device": device, "training.seed": seed, "training.max_steps": steps,
         "data.forecast_backend": forecast_backend, "data.symbols": symbols, **(extra or {}),
     }
-    cfg = load_config(config, set_, updates)
-    return cfg.with_steps(steps) if steps is not None else cfg
+    return load_config(config, set_, updates, FLAGS)
 
 
 @dataclass(frozen=True)
@@ -60,17 +100,58 @@ class ConfigOptions:
                             self.seed, self.forecast_backend, symbols=symbols, extra=extra)
 
 
-def resumed_config(resume: Path, overrides: Optional[list[str]]):
-    """The config a run folder was started with (+ --set), its output root the run's own, wherever we are."""
+def resumed_config(resume: Path, overrides: Optional[list[str]], device: Optional[str] = None):
+    """The config a run folder was started with (+ --set, --device), its output root the run's own, wherever
+    we are."""
     from hftraining.config import load_config
 
     if not (resume / "config.yaml").is_file():
         raise UserError(f"--resume {resume}: not a run folder (no config.yaml)")
-    cfg = load_config(resume / "config.yaml", overrides)
+    cfg = load_config(resume / "config.yaml", overrides, {"training.device": device}, FLAGS)
     parts = resume.resolve().parts
     if "models" in parts:
         cfg.paths.root = str(Path(*parts[: len(parts) - 1 - parts[::-1].index("models")]))
     return cfg
+
+
+# Flags a resumed run cannot honour: it continues with its own config, data and output root.
+RESUME_IGNORES = {"config": "--config", "out": "--out", "source": "--source", "data_dir": "--data-dir",
+                  "start": "--start", "end": "--end", "seed": "--seed", "forecast_backend": "--forecast-backend"}
+
+
+def resume_config(resume: Path, options: "ConfigOptions", stock: Optional[str] = None,
+                  steps_key: str = "training.max_steps"):
+    """The config to continue `resume` with, or None when that run already finished (said in one line).
+
+    A resume never quietly trains something else: a flag it would ignore, a --stock other than the run's or a
+    step count (`steps_key`, which --steps sets) other than the run's is refused in one line.
+    """
+    from hftraining import checkpoint as ckpt
+    from hftraining.layout import normalize_symbol
+
+    given = [flag for name, flag in RESUME_IGNORES.items() if getattr(options, name) is not None]
+    if given:
+        raise UserError(f"--resume {resume} continues the run with its own config, data and output folder; drop "
+                        f"{', '.join(given)} (change a setting with --set KEY=VALUE, or start a new run)")
+    cfg = resumed_config(resume, None)
+    symbols = list(cfg.data.symbols)
+    if stock is not None and [normalize_symbol(stock)] != symbols[:1]:
+        raise UserError(f"--stock {stock} conflicts with --resume {resume}: that run trains {', '.join(symbols)}; "
+                        "drop --stock or start a new run")
+    section, key = steps_key.split(".")
+    planned = getattr(getattr(cfg, section), key)
+    asked = options.steps if options.steps is not None else steps_from_set(options.set_, steps_key)
+    if asked is not None and asked != planned:
+        flag = "--steps" if options.steps is not None else f"--set {steps_key}"
+        raise UserError(f"{flag} {asked} conflicts with --resume {resume}: that run was started for {planned} "
+                        "steps and keeps its schedule; drop it, or start a new run to train longer")
+    meta = ckpt.read_json(Path(resume) / ckpt.METADATA)
+    if meta.get("status") == "completed":
+        say(f"{resume}: this run already finished ({meta.get('steps_done', planned)} steps, best step "
+            f"{meta.get('best_step')}); nothing to resume, nothing trained or registered again. Report: "
+            f"{meta.get('report_dir') or 'see the run folder'}")
+        return None
+    return resumed_config(resume, options.set_, options.device)
 
 
 def emit_json(summary: dict) -> None:

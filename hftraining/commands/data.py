@@ -41,14 +41,21 @@ def shard_symbols(symbols: list[str], index: int, count: int) -> list[str]:
 
 
 def fill_forecast_cache(config: Config, progress: bool = True, shard: Optional[str] = None) -> dict:
-    """Forecast features of this shard's symbols into the cache; one line per symbol (windows, seconds, hits)."""
+    """Forecast features of this shard's symbols into the cache; one line per symbol (windows, seconds, hits).
+
+    The command exists to fill one backend's cache, so a backend that cannot run here is an error: a fallback
+    would fill the statistical cache and report success. `auto` fills the cache of the forecaster a training
+    run on this machine would choose.
+    """
     from hftraining.forecasting import precompute
 
     if config.data.resolved_forecast_backend == "none":
         raise UserError("hftrain forecast: choose a forecaster with --backend statistical|chronos|toto")
+    config = config.model_copy(deep=True)
+    config.data.forecast_fallback = "error"
     index, count = parse_shard(shard)
     local_rank = os.environ.get("LOCAL_RANK")
-    if local_rank is not None and config.data.resolved_forecast_backend in ("toto", "chronos"):
+    if local_rank is not None and config.data.resolved_forecast_backend in ("auto", "toto", "chronos"):
         import torch
 
         if torch.cuda.is_available():             # under torchrun each rank forecasts on its own GPU
@@ -70,7 +77,7 @@ def fill_forecast_cache(config: Config, progress: bool = True, shard: Optional[s
 
 def forecast(stocks: Optional[list[str]], stocks_file: Optional[Path], options: ConfigOptions,
              backend: Optional[str] = None, model: Optional[str] = None, shard: Optional[str] = None,
-             json_: bool = False) -> None:
+             json_: bool = False, quiet: bool = False) -> None:
     """`hftrain forecast --stocks ... --backend B [--model PATH_OR_ID] [--shard i/n]`."""
     extra = {}
     if model is not None:
@@ -82,25 +89,32 @@ def forecast(stocks: Optional[list[str]], stocks_file: Optional[Path], options: 
     cfg = ConfigOptions(options.config, options.set_, options.out, options.source, options.data_dir, options.start,
                         options.end, forecast_backend=backend).build(
         symbols=universe(stocks, stocks_file, "forecast"), extra=extra)
-    summary = fill_forecast_cache(cfg, shard=shard)
+    summary = fill_forecast_cache(cfg, progress=not quiet, shard=shard)
     if json_:
         emit_json(summary)
 
 
-def _load_for_data(stocks: list[str], options: ConfigOptions):
+def _load_for_data(stocks: list[str], options: ConfigOptions, quiet: bool = False):
     cfg = options.build(symbols=symbols_of(stocks))
-    return list(load_universe_bars(cfg.data.symbols, cfg, progress=len(cfg.data.symbols) > 1).items())
+    return list(load_universe_bars(cfg.data.symbols, cfg, progress=not quiet and len(cfg.data.symbols) > 1).items())
 
 
 def data_fetch(stocks: Optional[list[str]], stocks_file: Optional[Path], options: ConfigOptions,
-               json_: bool = False) -> None:
-    """Download (or load) bars into the raw cache and say what was stored."""
+               json_: bool = False, quiet: bool = False) -> None:
+    """Download bars from Yahoo into the raw cache and say what was stored. Only Yahoo is fetched: a CSV
+    folder is read in place, so `--data-dir` (or another --source) is refused instead of being ignored."""
+    from dataclasses import replace
+
     from hftraining.data.bars import summarize
 
-    options = ConfigOptions(out=options.out, source=options.source or "yahoo", data_dir=options.data_dir,
-                            start=options.start, end=options.end)
+    if options.data_dir is not None or options.source not in (None, "yahoo"):
+        given = f"--data-dir {options.data_dir}" if options.data_dir is not None else f"--source {options.source}"
+        raise UserError(f"hftrain data fetch downloads from Yahoo only, so {given} has nothing to fetch; check a CSV "
+                        "folder with `hftrain data validate --data-dir DIR --stocks ...` and train on it in place "
+                        "with --data-dir DIR")
+    symbols = universe(stocks, stocks_file, "data fetch")
     rows = {symbol: {**summarize(bars), "origin": bars.attrs.get("origin")}
-            for symbol, bars in _load_for_data(universe(stocks, stocks_file, "data fetch"), options)}
+            for symbol, bars in _load_for_data(symbols, replace(options, source="yahoo"), quiet)}
     for symbol, info in rows.items():
         say(f"{symbol}: {info['rows']} bars {info['first_date']} .. {info['last_date']} ({info['origin']})")
     if json_:
@@ -108,26 +122,34 @@ def data_fetch(stocks: Optional[list[str]], stocks_file: Optional[Path], options
 
 
 def data_validate(stocks: Optional[list[str]], stocks_file: Optional[Path], options: ConfigOptions,
-                  json_: bool = False) -> None:
+                  json_: bool = False, quiet: bool = False) -> None:
     """Check bars (dates, prices, OHLC consistency) and print a summary per symbol."""
     from hftraining.data.bars import summarize
 
     rows = {symbol: summarize(bars) for symbol, bars in
-            _load_for_data(universe(stocks, stocks_file, "data validate"), options)}
+            _load_for_data(universe(stocks, stocks_file, "data validate"), options, quiet)}
     for symbol, info in rows.items():
         say(f"{symbol}: ok, " + ", ".join(f"{k}={v}" for k, v in info.items()))
     if json_:
         emit_json(rows)
 
 
-def data_show(stock: str, rows: int, options: ConfigOptions) -> None:
+def data_show(stock: str, rows: int, options: ConfigOptions, json_: bool = False) -> None:
     """Print the last bars of a symbol and its causal features."""
     from hftraining.data.features import compute_features
 
-    [(symbol, bars)] = _load_for_data([stock], options)
+    [(symbol, bars)] = _load_for_data([stock], options, quiet=True)
+    features = compute_features(bars).tail(rows).round(4)
     sys.stdout.write(f"{symbol}: {bars.attrs.get('origin')}\n")
     sys.stdout.write(bars.tail(rows).to_string() + "\n")
-    sys.stdout.write(compute_features(bars).tail(rows).round(4).to_string() + "\n")
+    sys.stdout.write(features.to_string() + "\n")
+    if json_:
+        def records(frame):
+            return [{"date": f"{day:%Y-%m-%d}", **{k: (None if v != v else v) for k, v in row.items()}}
+                    for day, row in zip(frame.index, frame.to_dict("records"), strict=True)]
+
+        emit_json({"symbol": symbol, "origin": bars.attrs.get("origin"), "bars": records(bars.tail(rows)),
+                   "features": records(features)})
 
 
 def config_show(config: Optional[Path], set_: Optional[list[str]], describe: bool = False) -> None:
@@ -141,10 +163,10 @@ def config_show(config: Optional[Path], set_: Optional[list[str]], describe: boo
     sys.stdout.write(to_yaml(load_config(config, set_)))
 
 
-def config_validate(paths: list[Path]) -> None:
-    """Validate config files; the first problem is reported with its dotted key."""
+def config_validate(paths: list[Path], set_: Optional[list[str]] = None) -> None:
+    """Validate config files (each with the --set overrides); the first problem is reported with its dotted key."""
     from hftraining.config import load_config
 
     for path in paths:
-        load_config(path)
+        load_config(path, set_)
         say(f"{path}: ok")

@@ -11,13 +11,13 @@ from hftraining.commands.common import console, emit_json, plain, say, significa
 def backtest(model: Path, stock: Optional[str] = None, cost_bps: Optional[float] = None,
              config: Optional[Path] = None, set_: Optional[list[str]] = None, out: Optional[Path] = None,
              source: Optional[str] = None, data_dir: Optional[Path] = None, start: Optional[str] = None,
-             end: Optional[str] = None, device: Optional[str] = None, json_: bool = False):
+             end: Optional[str] = None, device: Optional[str] = None, json_: bool = False, quiet: bool = False):
     """`hftrain backtest --model RUN_DIR [--stock X] [--start D] [--end D] [--cost-bps N]`."""
     from hftraining.backtest import BacktestResult, backtest_model
 
     result = backtest_model(model, start_date=start, end_date=end, stock=stock, cost_bps=cost_bps,
                             config_path=config, overrides=set_, source=source, data_dir=data_dir, device=device,
-                            out=out)
+                            out=out, progress=not quiet)
     if isinstance(result, BacktestResult):
         print_backtest(result)
         if json_:
@@ -69,12 +69,13 @@ def print_portfolio_backtest(result) -> None:
 
 def ensemble(models: list[Path], stock: Optional[str] = None, out: Optional[Path] = None,
              source: Optional[str] = None, data_dir: Optional[Path] = None, start: Optional[str] = None,
-             end: Optional[str] = None, device: Optional[str] = None, json_: bool = False) -> None:
+             end: Optional[str] = None, device: Optional[str] = None, json_: bool = False, quiet: bool = False) -> None:
     """`hftrain ensemble --models RUN1 RUN2 ... [--stock X]`: the averaged positions against each member."""
     from hftraining.ensemble import run_ensemble
     from hftraining.report import format_table
 
-    result = run_ensemble(models or [], stock, start, end, out, source, data_dir, device=device or "cpu")
+    result = run_ensemble(models or [], stock, start, end, out, source, data_dir, device=device or "cpu",
+                          progress=not quiet)
     c = console()
     s = result.summary
     flag = "  [bold yellow]IN SAMPLE[/]" if s["in_sample"] else ""
@@ -89,11 +90,12 @@ def ensemble(models: list[Path], stock: Optional[str] = None, out: Optional[Path
 
 
 def paper(model: Path, feed: str, stock: Optional[str] = None, speed: float = 0.0, state: Optional[Path] = None,
-          start: Optional[str] = None, out: Optional[Path] = None, json_: bool = False) -> None:
+          start: Optional[str] = None, out: Optional[Path] = None, json_: bool = False, quiet: bool = False) -> None:
     """`hftrain paper --model RUN_DIR --feed csv:PATH|yahoo`: trade bar by bar on paper, resumable."""
     from hftraining.paper import open_paper, run_paper
 
     trader, source = open_paper(model, stock, feed, state, start, out)
+    trader.echo = not quiet
     summary = run_paper(trader, source, speed=speed)
     say(f"paper {trader.symbol}: {summary['bars_traded']} bars traded through {summary['last_date']}, "
         f"equity {summary['equity']:,.2f} ({summary['total_return']:+.2%}); state {trader.dir}")
@@ -101,12 +103,12 @@ def paper(model: Path, feed: str, stock: Optional[str] = None, speed: float = 0.
         emit_json(summary)
 
 
-def report(run_dir: Path, json_: bool = False) -> Path:
-    """`hftrain report RUN_DIR`: (re)write report.html and say where it is."""
+def report(run_dir: Path, out: Optional[Path] = None, json_: bool = False) -> Path:
+    """`hftrain report RUN_DIR [--out DIR]`: (re)write report.html (into DIR when given) and say where it is."""
     from hftraining.html_report import resolve_report_dir, write_html_report
 
     report_dir, model_dir = resolve_report_dir(run_dir)
-    path = write_html_report(report_dir, model_dir)
+    path = write_html_report(report_dir, model_dir, out=out)
     say(f"report: {path}")
     if json_:
         emit_json({"report_html": str(path), "report_dir": str(report_dir)})

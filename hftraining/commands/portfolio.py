@@ -49,9 +49,11 @@ def portfolio(pairs: Optional[list[str]], options: ConfigOptions, base_run: Opti
         if pairs or walk_forward or base_run is not None:
             raise UserError("--resume continues one run with its own groups and base; drop --pairs, --base and "
                             "--walk-forward")
-        from hftraining.commands.common import resumed_config
+        from hftraining.commands.common import resume_config
 
-        cfg = resumed_config(resume, options.set_)
+        cfg = resume_config(resume, options, steps_key="portfolio.max_steps")
+        if cfg is None:                             # already finished: nothing to do
+            return []
         groups = [(list(cfg.data.symbols), cfg)]
     elif not pairs:
         raise UserError("--pairs: give at least one group, e.g. --pairs AAPL,MSFT (or --resume RUN_DIR)")

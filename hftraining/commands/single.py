@@ -10,7 +10,7 @@ from hftraining.commands.common import (
     console,
     emit_json,
     plain,
-    resumed_config,
+    resume_config,
     significance_line,
     symbols_of,
 )
@@ -20,17 +20,25 @@ SUMMARY_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "volatility", "m
                 "total_return_at_target", "max_drawdown_at_target", "trade_count"]
 
 
-def single(stock: str, options: ConfigOptions, resume: Optional[Path] = None, walk_forward: bool = False,
+def single(stock: Optional[str], options: ConfigOptions, resume: Optional[Path] = None, walk_forward: bool = False,
            retrain_every: Optional[int] = None, walk_forward_window: Optional[str] = None,
            seeds: Optional[list[int]] = None, json_: bool = False, quiet: bool = False) -> None:
-    """Train one stock (or resume, walk forward, or repeat over seeds) and print its test table."""
+    """Train one stock (or resume, walk forward, or repeat over seeds) and print its test table.
+
+    Without --stock the config's first data.symbols is trained; `--resume` of a finished run says so and trains
+    nothing."""
     from hftraining.distributed import is_main_process
     from hftraining.train_with_profit import run_single
 
     if walk_forward or seeds or retrain_every is not None or walk_forward_window is not None:
         _variant(stock, options, resume, walk_forward, retrain_every, walk_forward_window, seeds, json_, quiet)
         return
-    cfg = resumed_config(resume, options.set_) if resume is not None else options.build(symbols=symbols_of([stock]))
+    if resume is not None:
+        cfg = resume_config(resume, options, stock=stock)
+        if cfg is None:                             # already finished: nothing to do
+            return
+    else:
+        cfg = options.build(symbols=symbols_of([stock]) if stock else None)
     run = run_single(cfg.data.symbols[0], cfg, resume=resume, progress=not quiet)
     if not is_main_process():                       # under torchrun rank 0 alone prints
         return
@@ -39,7 +47,7 @@ def single(stock: str, options: ConfigOptions, resume: Optional[Path] = None, wa
         emit_json(run.summary)
 
 
-def _variant(stock: str, options: ConfigOptions, resume: Optional[Path], walk_forward: bool,
+def _variant(stock: Optional[str], options: ConfigOptions, resume: Optional[Path], walk_forward: bool,
              retrain_every: Optional[int], window: Optional[str], seeds: Optional[list[int]], json_: bool,
              quiet: bool) -> None:
     """`single --walk-forward ...` or `single --seeds ...`: check the combination, run, print."""
@@ -51,7 +59,8 @@ def _variant(stock: str, options: ConfigOptions, resume: Optional[Path], walk_fo
         raise UserError("--walk-forward and --seeds cannot be combined yet; run one walk-forward per --seed")
     if seeds and options.seed is not None:
         raise UserError("--seed and --seeds cannot be combined; use --seeds alone")
-    cfg = options.build(symbols=symbols_of([stock]))
+    cfg = options.build(symbols=symbols_of([stock]) if stock else None)
+    stock = cfg.data.symbols[0]
     if walk_forward:
         from hftraining.walk_forward import run_walk_forward
 
