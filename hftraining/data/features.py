@@ -90,9 +90,21 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
     return features[FEATURE_NAMES].astype("float64")
 
 
+def warmup_needed(config: Config) -> int:
+    """Bars of history before a bar that its features need: the slowest indicator's, or a forecast window's."""
+    forecasts = config.data.resolved_forecast_backend != "none"
+    return max(WARMUP_BARS, config.data.forecast_context_length - 1 if forecasts else 0)
+
+
 def symbol_frame(symbol: str, bars: pd.DataFrame, config: Config, forecast_cache: Optional[Path],
                  progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Features (+ forecast features) and adjusted prices of one symbol, indexed by date."""
+    """Features (+ forecast features) and adjusted prices of one symbol, indexed by date.
+
+    Bars marked with `attrs["first_date"]` (a --start, hftraining.data.sources.finish_bars) carry earlier
+    history: the features (forecasts too: the cache then serves every --start) are computed on all of it,
+    and the frame is cut at that date. `frame.attrs["range"]` keeps what a too-short range's error should say.
+    """
+    first = bars.attrs.get("first_date")
     features = compute_features(bars)
     info: dict = {"backend": "none"}
     backend = config.data.resolved_forecast_backend
@@ -105,4 +117,21 @@ def symbol_frame(symbol: str, bars: pd.DataFrame, config: Config, forecast_cache
         features = pd.concat([features, forecast], axis=1)
         info = {"backend": ff.backend, "requested": ff.requested, **ff.info}
     prices = adjusted_ohlc(bars).add_prefix("px_")
-    return pd.concat([features, prices], axis=1), info
+    frame = pd.concat([features, prices], axis=1)
+    if first is not None:
+        frame = frame.loc[first:].copy()
+        frame.attrs = {"range": {"start": f"{first:%Y-%m-%d}", "end": f"{bars.index[-1]:%Y-%m-%d}",
+                                 "bars": len(frame), "warmup_bars": int(bars.attrs.get("warmup_bars", 0)),
+                                 "needed": warmup_needed(config)}}
+    return frame, info
+
+
+def short_range_note(frame: pd.DataFrame) -> str:
+    """What to add to a "too few bars" error when --start cut the history: the warm-up, and what was loaded."""
+    r = frame.attrs.get("range")
+    if not r:
+        return ""
+    earlier = (f"{r['warmup_bars']} earlier bars were loaded for it automatically" if r["warmup_bars"] else
+               f"the data has no bars before {r['start']} (earlier bars are loaded automatically when it has them)")
+    return (f"; {r['start']} .. {r['end']} holds {r['bars']} bars, and features need about {r['needed']} bars of "
+            f"warm-up before --start: {earlier}; move --start earlier or --end later")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hftraining.config import Config
-from hftraining.data.features import symbol_frame  # noqa: F401  (where the panel's frames come from)
+from hftraining.data.features import short_range_note, symbol_frame  # noqa: F401  (symbol_frame: the frames)
 from hftraining.data.universe import featurise_universe
 from hftraining.errors import UserError
 
@@ -76,9 +76,11 @@ def assemble_panel(frames: dict[str, pd.DataFrame], min_bars: int = 0,
         common = valid if common is None else common.intersection(valid)
         if len(valid) < min_bars:
             where = f"{origins[symbol]}: " if origins and origins.get(symbol) else ""
+            note = short_range_note(frame)
             raise UserError(
                 f"{where}{symbol}: only {len(valid)} bars with complete features, need at least {min_bars} "
-                f"(context + horizon + embargoes + split sizes); load more history or shrink data.context_length")
+                "(context + horizon + embargoes + split sizes)"
+                + (note or "; load more history or shrink data.context_length"))
     if len(common) < min_bars:
         raise UserError(
             f"{', '.join(symbols)}: only {len(common)} common dates with complete features, need {min_bars}")

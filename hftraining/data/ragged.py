@@ -44,9 +44,12 @@ class SymbolRows:
         values = frame[feature_names].to_numpy(np.float64)
         rows = np.flatnonzero(~np.isnan(values).any(axis=1))
         if len(rows) < min_rows:
+            from hftraining.data.features import short_range_note
+
             raise UserError(
                 f"{where}{symbol}: only {len(rows)} bars with complete features, need at least {min_rows} "
-                "(one window of data.context_length bars and the bar after it); load more history")
+                "(one window of data.context_length bars and the bar after it)"
+                + (short_range_note(frame) or "; load more history"))
         dates = frame.index.to_numpy(dtype="datetime64[ns]")[rows]
         return cls(dates=dates, features=values[rows].astype(np.float32),
                    ohlc=frame[PRICE_COLUMNS].to_numpy(np.float64)[rows],

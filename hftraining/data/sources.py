@@ -41,6 +41,8 @@ def csv_path(symbol: str, data_dir: str | None) -> Path:
     if not data_dir:
         raise UserError("data.source is csv but no folder is set: use --data-dir DIR with <SYMBOL>.csv files")
     folder = Path(data_dir).expanduser()
+    if folder.is_file():
+        raise UserError(f"--data-dir {folder}: is a file; pass the folder that holds it: --data-dir {folder.parent}")
     if not folder.is_dir():
         raise UserError(
             f"--data-dir {folder}: folder not found; point --data-dir at a folder of <SYMBOL>.csv files")
@@ -103,16 +105,28 @@ def prefetch(symbols: list[str], data: DataConfig, raw_cache: Path
     return fetch_yahoo([normalize_symbol(s) for s in symbols], data, Path(raw_cache))
 
 
-def finish_bars(symbol: str, bars: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
-    """Checked bars cut to data.start..data.end, keeping what `attrs` says about where they came from."""
+def finish_bars(symbol: str, bars: pd.DataFrame, data: DataConfig, warmup: bool = False) -> pd.DataFrame:
+    """Checked bars cut to data.start..data.end, keeping what `attrs` says about where they came from.
+
+    With `warmup`, the bars before data.start are kept as well and `attrs["first_date"]` marks the first
+    bar of the range: features are computed on the whole earlier history and then cut there
+    (hftraining.data.features.symbol_frame), so a late --start does not cost the first ~60 bars of the
+    range, and the features equal those of a run over the full history.
+    """
     attrs = dict(bars.attrs)
-    bars = cut_dates(bars, symbol, data.start, data.end).copy()
-    bars.attrs = attrs
-    return bars
+    cut = cut_dates(bars, symbol, data.start, data.end)
+    if warmup and data.start is not None:
+        kept = bars.loc[:_day(data.end, "end")].copy()
+        attrs.update(first_date=cut.index[0], warmup_bars=len(kept) - len(cut))
+    else:
+        kept = cut.copy()
+    kept.attrs = attrs
+    return kept
 
 
-def load_bars(symbol: str, data: DataConfig, raw_cache: Path) -> pd.DataFrame:
-    """Checked daily bars for one symbol from the configured source, cut to data.start..data.end.
+def load_bars(symbol: str, data: DataConfig, raw_cache: Path, warmup: bool = False) -> pd.DataFrame:
+    """Checked daily bars for one symbol from the configured source, cut to data.start..data.end (with
+    `warmup`, the earlier bars kept for the features: finish_bars).
 
     `bars.attrs` says what was used: `source` (yahoo | csv | synthetic) and `origin` (a path, the
     Yahoo cache file, or the synthetic seed) for the run's metadata.
@@ -127,4 +141,4 @@ def load_bars(symbol: str, data: DataConfig, raw_cache: Path) -> pd.DataFrame:
         bars = load_yahoo(symbol, data, Path(raw_cache))
     else:
         bars = generate_bars(symbol, data.synthetic_bars, data.synthetic_seed, edge=data.synthetic_edge)
-    return finish_bars(symbol, bars, data)
+    return finish_bars(symbol, bars, data, warmup=warmup)

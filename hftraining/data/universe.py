@@ -124,18 +124,17 @@ def featurise_universe(symbols: list[str], config: Config, root: Path, progress:
     fetched, failed = prefetch(symbols, config.data, layout.raw_data)
     if policy == "error" and failed:
         report_bad_symbols(failed, symbols, policy)
-    backend = config.data.resolved_forecast_backend
-    if backend != "none":                    # load the forecaster once, here: an unusable one stops the run
+    serial_forecasts = False
+    if config.data.resolved_forecast_backend != "none":   # load the forecaster once, here: an unusable one stops
         from hftraining.forecasting.base import load_backend
 
-        load_backend(config.data)
-    serial_forecasts = backend in ("toto", "chronos")
+        serial_forecasts = load_backend(config.data)[0].name in ("toto", "chronos")
     todo = [s for s in symbols if s not in failed]
     inner_progress = progress and len(todo) == 1
 
-    def work(symbol: str):
-        bars = (finish_bars(symbol, fetched[symbol], config.data) if symbol in fetched
-                else load_bars(symbol, config.data, layout.raw_data))
+    def work(symbol: str):                  # bars before data.start are kept: the features warm up on them
+        bars = (finish_bars(symbol, fetched[symbol], config.data, warmup=True) if symbol in fetched
+                else load_bars(symbol, config.data, layout.raw_data, warmup=True))
         if serial_forecasts:
             with _FORECAST_LOCK:
                 frame, info = symbol_frame(symbol, bars, config, layout.forecast_cache, inner_progress)

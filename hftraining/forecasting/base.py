@@ -4,6 +4,10 @@ Every backend maps contexts [windows, L] of float32 prices to the per-step mean 
 prices of each window, in price units. Nothing else: rolling, caching and the conversion to returns
 live in rolling.py / cache.py so that every backend gets the same causal treatment.
 
+`auto` (the default) is not a request for a model: it picks, at run time, what this machine can run
+(Toto on CUDA with toto-ts installed, else statistical), says so in one info line and records the choice
+and its reason in the run metadata (`forecast.<SYMBOL>.auto_choice`).
+
 The policy (DESIGN.md invariant 6): a requested model that cannot run (no CUDA for Toto, package
 missing, weights not fetchable) either stops the run with a one-line UserError or, when
 `data.forecast_fallback == "statistical"`, logs ONE warning naming what was asked, why it cannot run
@@ -110,11 +114,19 @@ def check_model_id(model_id: str, what: str, key: str) -> None:
         raise UserError(f"{key} = {model_id!r}: no such {what} checkpoint folder")
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set to a true value: use the local hub cache only."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
 def resolve_weights(model_id: str, what: str, key: str) -> Path:
     """A local checkpoint folder for `model_id`: the folder itself, or a hub snapshot.
 
     A path that does not exist (and cannot be a hub id `owner/name`) is a UserError naming `key`;
     a hub id that cannot be fetched (offline, unknown) is BackendUnavailable, so the policy applies.
+    A local folder never touches the hub, and with HF_HUB_OFFLINE set only the local hub cache is
+    looked at (no network attempts and retries before failing).
     """
     check_model_id(model_id, what, key)
     path = Path(model_id).expanduser()
@@ -123,7 +135,8 @@ def resolve_weights(model_id: str, what: str, key: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors"]))
+        return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors"],
+                                      local_files_only=hub_offline()))
     except Exception as exc:  # noqa: BLE001 - offline, unknown repo, gated: all mean "the weights are not here"
         raise BackendUnavailable(
             f"{key} = {model_id!r} is not a local folder and could not be fetched from the Hugging Face hub "
@@ -211,9 +224,44 @@ def warn_once(message: str) -> None:
         log.warning(message)
 
 
+_AUTO: dict[tuple, tuple[str, str]] = {}
+
+
+def choose_auto(data: DataConfig) -> tuple[str, str]:
+    """What `forecast_backend: auto` runs here, and why: Toto where it can run (CUDA, toto-ts installed,
+    data.toto_device on cuda), else the statistical forecaster. Said once per process in an info line."""
+    import importlib.util
+
+    import torch
+
+    key = (data.toto_device, torch.cuda.is_available())
+    if key not in _AUTO:
+        if not torch.cuda.is_available():
+            choice = ("statistical", "no CUDA device; Toto runs on CUDA only")
+        elif not data.toto_device.startswith("cuda"):
+            choice = ("statistical", f"data.toto_device is {data.toto_device!r}; Toto runs on CUDA only")
+        elif importlib.util.find_spec("toto") is None:
+            choice = ("statistical", "toto-ts is not installed (make setup-toto)")
+        else:
+            choice = ("toto", "a CUDA device and toto-ts are available")
+        _AUTO[key] = choice
+    backend, why = _AUTO[key]
+    message = f"forecaster: {backend} (data.forecast_backend auto: {why})"
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.info(message)
+    return backend, why
+
+
 def load_backend(data: DataConfig) -> tuple[Backend, str | None]:
-    """The backend to use and, when it is not the requested one, the reason. Loaded once per process."""
+    """The backend to use and, when it is not the requested one, the reason. Loaded once per process.
+
+    `auto` resolves to a concrete backend first (choose_auto); a fallback from that choice is treated
+    like one from an explicit request.
+    """
     requested = data.resolved_forecast_backend
+    if requested == "auto":
+        requested = choose_auto(data)[0]
     key = _load_key(data, requested)
     if key not in _LOADED:
         try:
@@ -242,3 +290,4 @@ def clear_loaded() -> None:
     """Forget loaded models and warnings already given (tests; a long-lived process after a config change)."""
     _LOADED.clear()
     _WARNED.clear()
+    _AUTO.clear()

@@ -22,7 +22,14 @@ import numpy as np
 from hftraining.config import DataConfig
 from hftraining.errors import UserError
 from hftraining.forecasting import cache
-from hftraining.forecasting.base import CACHE_SCHEMA, Backend, ForecastFeatures, feature_names, load_backend
+from hftraining.forecasting.base import (
+    CACHE_SCHEMA,
+    Backend,
+    ForecastFeatures,
+    choose_auto,
+    feature_names,
+    load_backend,
+)
 
 
 def causal_ffill(prices: np.ndarray) -> np.ndarray:
@@ -159,6 +166,7 @@ def forecast_features(
         "skipped": windows - computed - hits,  # windows reaching back before the first valid price
         "seconds": round(time.perf_counter() - began, 4),
         "fallback_reason": fallback_reason,
+        "auto_choice": choose_auto(data)[1] if requested == "auto" else None,
         "cache_file": str(path) if path is not None else None,
         "prices_sha256": cache.prices_hash(prices),
     }
