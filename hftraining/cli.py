@@ -482,7 +482,7 @@ def config_show(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = 
 
 
 @config_app.command("validate")
-def config_validate(paths: List[Path] = typer.Argument(None, metavar="PATH ...", help="YAML files to check."),
+def config_validate(paths: List[Path] = typer.Argument(None, metavar="PATH", help="YAML files to check."),
                     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt):
     """Validate config files (with any --set overrides); the first problem is reported with its dotted key."""
     from hftraining.commands import data as command
@@ -558,8 +558,10 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def _closest(name: str, candidates: list[str]) -> str:
-    """` (did you mean X?)` for the nearest real name, or '' when none is close."""
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    """` (did you mean X?)` for the nearest real name (the same words in another order first), or ''."""
+    words = sorted(name.strip("-").split("-"))
+    close = [c for c in candidates if sorted(c.strip("-").split("-")) == words] or \
+        difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
