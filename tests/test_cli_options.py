@@ -392,3 +392,42 @@ def test_report_out_writes_the_page_there(tiny_run, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["report_html"] == str(tmp_path / "html" / "report.html")
     assert (tmp_path / "html" / "report.html").stat().st_size > 1000
+
+
+def test_portfolio_resume_checks_its_own_steps(tmp_path, capsys):
+    """A finished portfolio run (config.yaml + metadata.json suffice here): --steps means portfolio.max_steps."""
+    from hftraining.config import load_config, to_yaml
+
+    run = tmp_path / "runs/models/finetuned/portfolio_pairs/AAA_BBB/done"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(to_yaml(load_config(TINY, ["portfolio.max_steps=5", "data.symbols=[AAA, BBB]"])))
+    (run / "metadata.json").write_text(json.dumps({"run_id": "done", "status": "completed", "steps_done": 5}))
+    refuse(["portfolio", "--resume", str(run), "--steps", "7"], capsys, tmp_path,
+           "--steps 7 conflicts with --resume", "started for 5 steps")
+    before = snapshot(tmp_path)
+    assert main(["portfolio", "--resume", str(run), "--steps", "5", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "this run already finished (5 steps" in captured.out + captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["runs"][0]["already_finished"] is True
+    assert snapshot(tmp_path) == before
+
+
+def test_paper_quiet_keeps_decisions_in_the_file_only(tmp_path, capsys):
+    from fake_runs import make_run, tiny_config, write_csv
+
+    csv = write_csv(tmp_path / "csv", bars=300)
+    run = make_run(tiny_config(tmp_path / "runs", data_dir=csv.parent), seed=1)
+    assert main(["paper", "--model", str(run), "--feed", f"csv:{csv}", "--out", str(tmp_path / "runs"), "-q",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert " DEMO close=" not in captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert len(Path(summary["decisions_csv"]).read_text().splitlines()) > 100
+
+
+def test_data_show_json(tmp_path, capsys):
+    assert main(["data", "show", "--stock", "DEMO", "--source", "synthetic", "--rows", "3", "--out", str(tmp_path),
+                 "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert shown["symbol"] == "DEMO" and len(shown["bars"]) == len(shown["features"]) == 3
+    assert shown["bars"][-1]["date"] == shown["features"][-1]["date"] and "rsi_14" in shown["features"][-1]

@@ -81,12 +81,32 @@ def test_missing_package_falls_back(monkeypatch, allow_cpu):
     assert ff.backend == "statistical" and "toto-ts package is not installed" in ff.info["fallback_reason"]
 
 
-def test_default_config_uses_toto_and_records_what_ran():
+def test_default_config_picks_by_the_machine_and_records_why(monkeypatch, caplog):
+    """The default (auto): statistical on a CPU machine, quietly (one info line, no warning), recorded."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     data = DataConfig(forecast_context_length=L)
-    assert data.resolved_forecast_backend == "toto"
-    ff = features(random_prices(80), data)
-    assert ff.requested == "toto" and ff.backend in ("toto", "statistical")
-    assert (ff.backend == "statistical") == (ff.info["fallback_reason"] is not None)
+    assert data.resolved_forecast_backend == "auto"
+    with caplog.at_level(logging.INFO, logger="hftraining"):
+        ff = features(random_prices(80), data)
+        features(random_prices(80), data, "OTHER")
+    assert (ff.requested, ff.backend, ff.info["fallback_reason"]) == ("auto", "statistical", None)
+    assert "no CUDA device" in ff.info["auto_choice"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.message for r in caplog.records] == [
+        "forecaster: statistical (data.forecast_backend auto: no CUDA device; Toto runs on CUDA only)"]
+
+
+def test_auto_chooses_toto_where_it_can_run(monkeypatch):
+    from hftraining.forecasting.base import choose_auto, clear_loaded
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_auto(DataConfig())[0] == "toto"
+    clear_loaded()
+    assert choose_auto(DataConfig(toto_device="cpu")) == (
+        "statistical", "data.toto_device is 'cpu'; Toto runs on CUDA only")
+    clear_loaded()
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "toto" else object())
+    assert choose_auto(DataConfig()) == ("statistical", "toto-ts is not installed (make setup-toto)")
 
 
 def test_missing_model_folder_is_a_user_error(allow_cpu, tmp_path):

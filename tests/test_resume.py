@@ -248,11 +248,15 @@ def test_resume_keeps_an_early_stop_and_refuses_changed_data(monkeypatch, tmp_pa
     run_dir = Path(first["run_dir"])
     state = (run_dir / "last" / "state.safetensors").read_bytes()
 
+    trials = (tmp_path / "runs" / "trials.jsonl").read_bytes()
     assert main(["single", "--resume", str(run_dir), "-q", "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["already_finished"] and again["status"] == "completed"
     assert again["steps_done"] == 4 and again["best_step"] == 2 and again["test"] == first["test"]
     assert (run_dir / "last" / "state.safetensors").read_bytes() == state
+    assert (tmp_path / "runs" / "trials.jsonl").read_bytes() == trials      # not registered twice
 
+    ckpt.update_metadata(run_dir, status="running")              # as if interrupted before it finished
     bars = pd.read_csv(csv)
     bars.iloc[:-40].to_csv(csv, index=False)                     # the CSV lost its last 40 bars since
     assert main(["single", "--resume", str(run_dir), "-q"]) == 2

@@ -114,8 +114,9 @@ def test_accumulation_does_not_stretch_the_schedule(tmp_path, capsys):
     events.Reload()
     lrs = events.Scalars("train/learning_rate")
     assert lrs[-1].step == 10
-    config = load_config(TINY)
+    config = load_config(TINY).with_steps(10)          # --set training.max_steps=10 fits the warmup (one rule)
     warmup = config.training.warmup_steps
+    assert warmup == 1
     peak = config.training.learning_rate
     # the 10th optimizer step uses the schedule's last value: with 4 micro-batches per step a
     # micro-batch-counting schedule would still be near its peak here

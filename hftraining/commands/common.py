@@ -154,6 +154,15 @@ def resume_config(resume: Path, options: "ConfigOptions", stock: Optional[str] =
     return resumed_config(resume, options.set_, options.device)
 
 
+def finished_summary(resume: Path) -> dict:
+    """The --json line of a --resume that found its run finished: what the run recorded, nothing recomputed."""
+    from hftraining import checkpoint as ckpt
+
+    meta = ckpt.read_json(Path(resume) / ckpt.METADATA)
+    keys = ("run_id", "kind", "symbols", "status", "steps_done", "best_step", "report_dir", "validation", "test")
+    return {"already_finished": True, "run_dir": str(Path(resume).resolve()), **{k: meta.get(k) for k in keys}}
+
+
 def emit_json(summary: dict) -> None:
     """The `--json` summary: one line, the last of stdout."""
     sys.stdout.write(json.dumps(summary, default=str) + "\n")

@@ -107,12 +107,12 @@ def data_fetch(stocks: Optional[list[str]], stocks_file: Optional[Path], options
 
     from hftraining.data.bars import summarize
 
+    symbols = universe(stocks, stocks_file, "data fetch")
     if options.data_dir is not None or options.source not in (None, "yahoo"):
         given = f"--data-dir {options.data_dir}" if options.data_dir is not None else f"--source {options.source}"
         raise UserError(f"hftrain data fetch downloads from Yahoo only, so {given} has nothing to fetch; check a CSV "
                         "folder with `hftrain data validate --data-dir DIR --stocks ...` and train on it in place "
                         "with --data-dir DIR")
-    symbols = universe(stocks, stocks_file, "data fetch")
     rows = {symbol: {**summarize(bars), "origin": bars.attrs.get("origin")}
             for symbol, bars in _load_for_data(symbols, replace(options, source="yahoo"), quiet)}
     for symbol, info in rows.items():

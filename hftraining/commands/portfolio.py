@@ -53,6 +53,10 @@ def portfolio(pairs: Optional[list[str]], options: ConfigOptions, base_run: Opti
 
         cfg = resume_config(resume, options, steps_key="portfolio.max_steps")
         if cfg is None:                             # already finished: nothing to do
+            if json_:
+                from hftraining.commands.common import finished_summary
+
+                emit_json({"runs": [finished_summary(resume)]})
             return []
         groups = [(list(cfg.data.symbols), cfg)]
     elif not pairs:

@@ -9,6 +9,7 @@ from hftraining.commands.common import (
     ConfigOptions,
     console,
     emit_json,
+    finished_summary,
     plain,
     resume_config,
     significance_line,
@@ -36,6 +37,8 @@ def single(stock: Optional[str], options: ConfigOptions, resume: Optional[Path] 
     if resume is not None:
         cfg = resume_config(resume, options, stock=stock)
         if cfg is None:                             # already finished: nothing to do
+            if json_:
+                emit_json(finished_summary(resume))
             return
     else:
         cfg = options.build(symbols=symbols_of([stock]) if stock else None)
