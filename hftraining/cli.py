@@ -119,6 +119,16 @@ def _stocks_opt(what: str) -> Any:
                         help=f"{what} (space or comma separated). Required, or --stocks-file.")
 
 
+def _renamed(value: Any, old: Any, name: str, old_name: str) -> Any:
+    """`name`, or its old spelling `old_name` with a warning (one name per idea); both, disagreeing, is refused."""
+    if old is None:
+        return value
+    if value is not None and value != old:
+        raise UserError(f"{old_name} {old} and {name} {value} disagree; use {name}")
+    logging.getLogger("hftraining").warning("%s is deprecated; use %s %s", old_name, name, old)
+    return old
+
+
 def _options(config: Optional[Path] = None, set_: Optional[List[str]] = None, out: Optional[Path] = None,
              source: Optional[str] = None, data_dir: Optional[Path] = None, start: Optional[str] = None,
              end: Optional[str] = None, steps: Optional[int] = None, device: Optional[str] = None,
@@ -169,7 +179,9 @@ def single(
 
 @app.command()
 def study(
-    stocks: List[str] = _stocks_opt("Tickers (not with --mode portfolio)"),
+    stocks: List[str] = typer.Option(None, "--stocks", metavar="SYMBOL ...",
+                                     help="Tickers (space or comma separated). Required, or --stocks-file, except "
+                                          "with --mode portfolio (--pairs)."),
     stocks_file: Optional[Path] = StocksFileOpt,
     mode: str = typer.Option("single", "--mode", metavar="MODE",
                              help="single: one model per ticker; base: one pooled model; walk_forward: retrain every "
@@ -202,9 +214,11 @@ def study(
 def forecast(
     stocks: List[str] = _stocks_opt("Tickers"),
     stocks_file: Optional[Path] = StocksFileOpt,
-    backend: Optional[str] = typer.Option(None, "--backend", metavar="BACKEND",
-                                          help="statistical | chronos | toto (default: the config's). A model "
-                                               "that cannot run here is an error, never a fallback."),
+    backend: Optional[str] = typer.Option(None, "--forecast-backend", metavar="BACKEND",
+                                          help="statistical | chronos | toto (default: the config's, auto). A "
+                                               "model that cannot run here is an error, never a fallback."),
+    old_backend: Optional[str] = typer.Option(None, "--backend", hidden=True,
+                                              help="Deprecated spelling of --forecast-backend."),
     model: Optional[str] = typer.Option(None, "--model", metavar="PATH_OR_ID",
                                         help="Model id or local folder for the backend."),
     config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
@@ -218,6 +232,7 @@ def forecast(
     """Precompute forecast features into the cache and report windows, seconds and cache hits."""
     from hftraining.commands import data as command
 
+    backend = _renamed(backend, old_backend, "--forecast-backend", "--backend")
     command.forecast(stocks, stocks_file, _options(config, set_, out, source, data_dir, start, end, device=device),
                      backend=backend, model=model, shard=shard, json_=json_, quiet=quiet)
 
@@ -229,14 +244,6 @@ OldEpochsOpt = typer.Option(None, "--epochs", hidden=True, callback=_at_least_on
                             help="Deprecated spelling of --finetune-epochs.")
 
 
-def _finetune_epochs(finetune_epochs: Optional[int], old: Optional[int]) -> Optional[int]:
-    """--finetune-epochs, or the old --epochs with a warning; both with different values is refused."""
-    if old is None:
-        return finetune_epochs
-    if finetune_epochs is not None and finetune_epochs != old:
-        raise UserError(f"--epochs {old} and --finetune-epochs {finetune_epochs} disagree; use --finetune-epochs")
-    logging.getLogger("hftraining").warning("--epochs is deprecated; use --finetune-epochs %d", old)
-    return old
 
 
 @app.command()
@@ -259,7 +266,7 @@ def base(
     quiet: bool = QuietOpt, nproc: Optional[int] = NprocOpt,
 ):
     """Train one base model on many stocks, then fine-tune it per stock."""
-    finetune_epochs = _finetune_epochs(finetune_epochs, epochs)
+    finetune_epochs = _renamed(finetune_epochs, epochs, "--finetune-epochs", "--epochs")
     _relaunch_under_torchrun(nproc, device)
     from hftraining.commands import base as command
 
@@ -284,7 +291,7 @@ def finetune_cmd(
     nproc: Optional[int] = NprocOpt,
 ):
     """Fine-tune a base model on one stock."""
-    finetune_epochs = _finetune_epochs(finetune_epochs, epochs)
+    finetune_epochs = _renamed(finetune_epochs, epochs, "--finetune-epochs", "--epochs")
     _relaunch_under_torchrun(nproc, device)
     from hftraining.commands import base as command
 

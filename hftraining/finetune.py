@@ -57,9 +57,10 @@ def finetune_steps(epochs: float, n_windows: int, batch_size: int) -> int:
 # --- the base run ------------------------------------------------------------------------------
 
 def finetune_config_from_base(base_dir: Path, overrides: list[str] | None = None,
-                              updates: dict | None = None) -> Config:
-    """The base run's config (+ --set overrides and CLI updates), with a fresh run name."""
-    cfg = load_config(base_dir / ckpt.CONFIG, overrides, updates)
+                              updates: dict | None = None, flags: dict[str, str] | None = None) -> Config:
+    """The base run's config (+ --set overrides and CLI updates, `flags` naming them in errors), with a fresh
+    run name."""
+    cfg = load_config(base_dir / ckpt.CONFIG, overrides, updates, flags)
     if not any(item.strip().startswith("paths.run_name=") for item in overrides or []):
         cfg.paths.run_name = None           # the base's run name is taken by the base's own fine-tunes
     return cfg

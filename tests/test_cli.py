@@ -55,7 +55,7 @@ def test_config_validate_and_show(capsys):
 
 
 def test_forecast_command_fills_then_hits_the_cache(tmp_path, capsys):
-    args = ["forecast", "--stocks", "AAA", "BBB", "--backend", "statistical", "--source", "synthetic",
+    args = ["forecast", "--stocks", "AAA", "BBB", "--forecast-backend", "statistical", "--source", "synthetic",
             "--out", str(tmp_path), "--json"]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -26,10 +26,10 @@ from hftraining.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def help_text(command: str, capsys, monkeypatch) -> str:
+def help_text(command: str, capsys, monkeypatch, flag: str = "--help") -> str:
     """`hftrain COMMAND --help` on a wide terminal (no wrapped option names)."""
     monkeypatch.setenv("COLUMNS", "250")
-    assert main([*command.split(), "--help"]) == 0
+    assert main([*command.split(), flag]) == 0
     captured = capsys.readouterr()
     return captured.out + captured.err
 
@@ -93,8 +93,8 @@ def test_help_short_and_long_and_version():
 
 @pytest.mark.parametrize("command", all_commands())
 def test_boolean_flags_show_as_flags(command, capsys, monkeypatch):
-    """`--json`, `--quiet`, `--walk-forward`, `--help`: no `<bool>` value after a flag."""
-    text = help_text(command, capsys, monkeypatch)
+    """`--json`, `--quiet`, `--walk-forward`, `--help`: no `<bool>` value after a flag (and `-h` works)."""
+    text = help_text(command, capsys, monkeypatch, "-h")
     assert "<bool>" not in text
     for line in text.splitlines():
         if re.search(r"--(json|quiet|walk-forward|describe|compare-single)\b", line):
@@ -113,6 +113,16 @@ def test_old_epochs_spelling_warns_and_a_conflict_is_refused(tmp_path, capsys):
     assert "--epochs is deprecated; use --finetune-epochs 2" in captured.err
     refuse(["finetune", "--stock", "DEMO", "--base", str(tmp_path), "--epochs", "2", "--finetune-epochs", "3"],
            capsys, None, "--epochs 2 and --finetune-epochs 3 disagree")
+
+
+def test_forecast_backend_has_one_name(tmp_path, capsys, monkeypatch):
+    """`--forecast-backend` on forecast as on every training command; the old `forecast --backend` warns."""
+    for command in ("forecast", "single", "base", "study"):
+        assert "--forecast-backend" in options_of(help_text(command, capsys, monkeypatch)), command
+    assert "--backend" not in options_of(help_text("forecast", capsys, monkeypatch))
+    assert main(["forecast", "--stocks", "AAA", "--backend", "statistical", "--source", "synthetic", "--out",
+                 str(tmp_path), "-q"]) == 0
+    assert "--backend is deprecated; use --forecast-backend statistical" in capsys.readouterr().err
 
 
 def captured_config(monkeypatch, module: str, function: str) -> list:
@@ -241,7 +251,7 @@ def test_forecast_command_never_falls_back(tmp_path, capsys, monkeypatch, fresh_
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("HFTRAIN_TOTO_ALLOW_CPU", raising=False)
-    line = refuse(["forecast", "--stocks", "AAA", "--backend", "toto", "--source", "synthetic", "--out",
+    line = refuse(["forecast", "--stocks", "AAA", "--forecast-backend", "toto", "--source", "synthetic", "--out",
                    str(tmp_path)], capsys, tmp_path, "toto forecaster unavailable", "Toto requires CUDA")
     assert "statistical forecaster (random walk" not in line
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.npz"))
@@ -259,7 +269,8 @@ def test_offline_hub_and_local_paths_never_reach_the_network(tmp_path, capsys, m
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    args = ["forecast", "--stocks", "AAA", "--backend", "chronos", "--source", "synthetic", "--out", str(tmp_path)]
+    args = ["forecast", "--stocks", "AAA", "--forecast-backend", "chronos", "--source", "synthetic", "--out",
+            str(tmp_path)]
     refuse([*args, "--model", "no-such-org/no-such-model"], capsys, None, "chronos forecaster unavailable",
            "could not be fetched")
     assert calls and all(call["local_files_only"] is True for call in calls)

@@ -236,7 +236,7 @@ def test_nproc_cannot_combine_with_walk_forward(capsys):
 
 
 def test_forecast_shards_split_the_symbols_over_one_shared_cache(tmp_path, capsys):
-    args = ["forecast", "--stocks", "AAA", "BBB", "CCC", "--backend", "statistical", "--source", "synthetic",
+    args = ["forecast", "--stocks", "AAA", "BBB", "CCC", "--forecast-backend", "statistical", "--source", "synthetic",
             "--out", str(tmp_path), "--json"]
     shards = []
     for shard in ("0/2", "1/2"):

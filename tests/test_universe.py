@@ -41,7 +41,7 @@ def test_missing_stocks_file_on_the_command_line(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--stocks-file" in err[0] and "file not found" in err[0]
-    assert main(["forecast", "--backend", "statistical", "--out", str(tmp_path)]) == 2
+    assert main(["forecast", "--forecast-backend", "statistical", "--out", str(tmp_path)]) == 2
     assert "no stocks given; use --stocks AAPL MSFT ... or --stocks-file FILE" in capsys.readouterr().err
 
 
@@ -51,7 +51,7 @@ def test_stocks_file_feeds_data_and_forecast_commands(tmp_path, capsys):
     assert main(["data", "validate", "--stocks-file", str(path), "--stocks", "CCC", "--source", "synthetic",
                  "--out", str(tmp_path), "--json"]) == 0
     assert list(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == ["CCC", "AAA", "BBB"]
-    assert main(["forecast", "--stocks-file", str(path), "--backend", "statistical", "--source", "synthetic",
+    assert main(["forecast", "--stocks-file", str(path), "--forecast-backend", "statistical", "--source", "synthetic",
                  "--out", str(tmp_path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["symbols"]
     assert [r["symbol"] for r in rows] == ["AAA", "BBB"]

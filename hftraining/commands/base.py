@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from hftraining.commands.common import ConfigOptions, emit_json, say, symbols_of, universe
+from hftraining.commands.common import FLAGS, ConfigOptions, check_dates, emit_json, say, symbols_of, universe
 
 
 def format_report(report: dict) -> str:
@@ -60,7 +60,8 @@ def finetune(stock: str, base_run: Path, options: ConfigOptions, epochs: Optiona
                    "data.source": o.source or ("csv" if o.data_dir else None),
                    "data.data_dir": str(o.data_dir) if o.data_dir else None, "data.start": o.start,
                    "data.end": o.end, "training.device": o.device, "training.seed": o.seed}
-        cfg = finetune_config_from_base(base_dir, o.set_, updates)
+        check_dates(o.start, o.end)
+        cfg = finetune_config_from_base(base_dir, o.set_, updates, FLAGS)
     else:
         cfg = options.build(use_steps=False)
     _, report, summary = run_finetune(stock, base_dir, cfg, epochs=epochs, steps=o.steps, progress=not quiet)

@@ -127,6 +127,7 @@ def resume_config(resume: Path, options: "ConfigOptions", stock: Optional[str] =
     step count (`steps_key`, which --steps sets) other than the run's is refused in one line.
     """
     from hftraining import checkpoint as ckpt
+    from hftraining.config import parse_override
     from hftraining.layout import normalize_symbol
 
     given = [flag for name, flag in RESUME_IGNORES.items() if getattr(options, name) is not None]
@@ -145,13 +146,14 @@ def resume_config(resume: Path, options: "ConfigOptions", stock: Optional[str] =
         flag = "--steps" if options.steps is not None else f"--set {steps_key}"
         raise UserError(f"{flag} {asked} conflicts with --resume {resume}: that run was started for {planned} "
                         "steps and keeps its schedule; drop it, or start a new run to train longer")
+    overrides = [item for item in options.set_ or [] if parse_override(item)[0] != steps_key]   # equal: a no-op
     meta = ckpt.read_json(Path(resume) / ckpt.METADATA)
     if meta.get("status") == "completed":
         say(f"{resume}: this run already finished ({meta.get('steps_done', planned)} steps, best step "
             f"{meta.get('best_step')}); nothing to resume, nothing trained or registered again. Report: "
             f"{meta.get('report_dir') or 'see the run folder'}")
         return None
-    return resumed_config(resume, options.set_, options.device)
+    return resumed_config(resume, overrides, options.device)
 
 
 def finished_summary(resume: Path) -> dict:

@@ -50,7 +50,7 @@ def fill_forecast_cache(config: Config, progress: bool = True, shard: Optional[s
     from hftraining.forecasting import precompute
 
     if config.data.resolved_forecast_backend == "none":
-        raise UserError("hftrain forecast: choose a forecaster with --backend statistical|chronos|toto")
+        raise UserError("hftrain forecast: choose a forecaster with --forecast-backend statistical|chronos|toto")
     config = config.model_copy(deep=True)
     config.data.forecast_fallback = "error"
     index, count = parse_shard(shard)
@@ -78,11 +78,11 @@ def fill_forecast_cache(config: Config, progress: bool = True, shard: Optional[s
 def forecast(stocks: Optional[list[str]], stocks_file: Optional[Path], options: ConfigOptions,
              backend: Optional[str] = None, model: Optional[str] = None, shard: Optional[str] = None,
              json_: bool = False, quiet: bool = False) -> None:
-    """`hftrain forecast --stocks ... --backend B [--model PATH_OR_ID] [--shard i/n]`."""
+    """`hftrain forecast --stocks ... --forecast-backend B [--model PATH_OR_ID] [--shard i/n]`."""
     extra = {}
     if model is not None:
         if backend is None:
-            raise UserError("--model needs --backend (toto or chronos)")
+            raise UserError("--model needs --forecast-backend (toto or chronos)")
         extra["data.toto_model_id" if backend == "toto" else "data.chronos_model_id"] = model
     if options.device is not None and backend in ("toto", "chronos"):
         extra[f"data.{backend}_device"] = options.device
