@@ -37,8 +37,8 @@ def _bare_flags_in_help() -> None:
     """typer's rich help prints a type after every flag (`--json <bool>`) as if it took a value; show flags bare."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
-    if getattr(shown, "bare_flags", False):
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "bare_flags", False):     # another typer: nothing to fix, or done
         return
 
     def display_type_rich(self, ctx):

@@ -442,3 +442,19 @@ def test_data_show_json(tmp_path, capsys):
     shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert shown["symbol"] == "DEMO" and len(shown["bars"]) == len(shown["features"]) == 3
     assert shown["bars"][-1]["date"] == shown["features"][-1]["date"] and "rsi_14" in shown["features"][-1]
+
+
+def test_forecast_with_start_fills_the_cache_training_with_start_reads(csv_history, tmp_path, capsys,
+                                                                        one_torch_thread):
+    folder, bars = csv_history
+    start = f"{bars.index[300]:%Y-%m-%d}"
+    common = ["--data-dir", str(folder), "--start", start, "--config", TINY, "--out", str(tmp_path / "runs"), "-q",
+              "--json"]
+    assert main(["forecast", "--stocks", "DEMO", "--forecast-backend", "statistical", *common]) == 0
+    filled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["symbols"][0]
+    assert filled["computed"] == filled["windows"] > 0
+    assert main(["single", "--stock", "DEMO", "--steps", "2", *common]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    used = json.loads((Path(summary["run_dir"]) / "metadata.json").read_text())["forecast"]["DEMO"]
+    assert used["backend"] == "statistical" and used["computed"] == 0
+    assert used["cache_hits"] == used["windows"] == filled["windows"]

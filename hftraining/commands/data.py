@@ -63,7 +63,8 @@ def fill_forecast_cache(config: Config, progress: bool = True, shard: Optional[s
     layout = Layout.at(config.paths.root)
     layout.ensure_writable()
     symbols = shard_symbols(list(config.data.symbols), index, count)
-    bars = load_universe_bars(symbols, config, progress=progress and len(symbols) > 1)   # Yahoo: batched
+    # the prices training will forecast: with --start, the earlier bars too (the cache is keyed by them)
+    bars = load_universe_bars(symbols, config, progress=progress and len(symbols) > 1, warmup=True)
     prices = {symbol: b["adj_close"].to_numpy(np.float64) for symbol, b in bars.items()}
     rows = precompute(prices, config.data, layout.forecast_cache, progress=progress)
     for row in rows:

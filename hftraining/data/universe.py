@@ -152,8 +152,9 @@ def featurise_universe(symbols: list[str], config: Config, root: Path, progress:
 
 
 def load_universe_bars(symbols: list[str], config: Config, progress: bool = True,
-                       on_bad_symbol: Optional[str] = None) -> dict:
-    """Checked bars of every symbol (Yahoo: batched downloads into the cache), bad ones per the policy."""
+                       on_bad_symbol: Optional[str] = None, warmup: bool = False) -> dict:
+    """Checked bars of every symbol (Yahoo: batched downloads into the cache), bad ones per the policy; with
+    `warmup`, the bars before data.start too, as training featurises them (finish_bars)."""
     from hftraining.data.sources import finish_bars, load_bars, prefetch
     from hftraining.layout import Layout
 
@@ -165,8 +166,8 @@ def load_universe_bars(symbols: list[str], config: Config, progress: bool = True
         report_bad_symbols(failed, symbols, policy)
 
     def work(symbol: str):
-        return (finish_bars(symbol, fetched[symbol], config.data) if symbol in fetched
-                else load_bars(symbol, config.data, raw))
+        return (finish_bars(symbol, fetched[symbol], config.data, warmup) if symbol in fetched
+                else load_bars(symbol, config.data, raw, warmup))
 
     todo = [s for s in symbols if s not in failed]
     results = _in_parallel(todo, work, load_workers(config, len(todo)), progress, policy, failed)
