@@ -469,9 +469,10 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
 
 
 def available_configs(path: Path) -> str:
-    """`; configs/ has default.yaml, tiny.yaml` for a --config that does not exist (the folder it names, or
-    configs/ beside the working directory or this package)."""
-    for folder in (path.parent, Path("configs"), Path(__file__).resolve().parents[1] / "configs"):
+    """`; configs/ has default.yaml, tiny.yaml` for a --config that does not exist (the folder it names, else
+    configs/ in the working directory, else the repository's configs/)."""
+    named = [path.parent] if path.parent != Path(".") else []
+    for folder in (*named, Path("configs"), Path(__file__).resolve().parents[1] / "configs"):
         names = sorted(p.name for p in folder.glob("*.yaml")) if folder.is_dir() else []
         if names:
             return f"; {folder}/ has {', '.join(names)}"

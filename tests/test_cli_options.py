@@ -219,7 +219,7 @@ def test_resume_of_a_finished_run_trains_and_registers_nothing(finished_run, cap
 @pytest.mark.parametrize("extra, expect", [
     (["--stock", "MSFT"], "--stock MSFT conflicts with --resume"),
     (["--steps", "99"], "--steps 99 conflicts with --resume"),
-    (["--set", "training.max_steps=99"], "--set training.max_steps 99 conflicts with --resume"),
+    (["--set", "training.max_steps=99"], "--set training.max_steps=99 conflicts with --resume"),
     (["--config", TINY], "drop --config"),
     (["--start", "2020-01-02", "--out", "x"], "drop --out, --start"),
 ])

@@ -143,8 +143,8 @@ def resume_config(resume: Path, options: "ConfigOptions", stock: Optional[str] =
     planned = getattr(getattr(cfg, section), key)
     asked = options.steps if options.steps is not None else steps_from_set(options.set_, steps_key)
     if asked is not None and asked != planned:
-        flag = "--steps" if options.steps is not None else f"--set {steps_key}"
-        raise UserError(f"{flag} {asked} conflicts with --resume {resume}: that run was started for {planned} "
+        given = f"--steps {asked}" if options.steps is not None else f"--set {steps_key}={asked}"
+        raise UserError(f"{given} conflicts with --resume {resume}: that run was started for {planned} "
                         "steps and keeps its schedule; drop it, or start a new run to train longer")
     overrides = [item for item in options.set_ or [] if parse_override(item)[0] != steps_key]   # equal: a no-op
     meta = ckpt.read_json(Path(resume) / ckpt.METADATA)
