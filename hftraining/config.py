@@ -98,6 +98,8 @@ class ModelConfig(Section):
     dropout: float = Field(0.3, ge=0, lt=1, description="Dropout in attention and feed-forward layers.")
     max_position: float = Field(1.0, gt=0, le=1.0, description="Largest absolute position the allocation head emits.")
     aux_weight: float = Field(0.0, ge=0, description="Weight of the auxiliary next-horizon return loss (0 = off).")
+    members: int = Field(1, ge=1, le=16, description="Independently initialised copies trained side by side, each on "
+                                                     "its own loss; the position is their mean (a seed ensemble).")
 
 
 class TrainingConfig(Section):

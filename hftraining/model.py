@@ -22,6 +22,7 @@ class ModelOutput:
     positions: torch.Tensor            # [batch, time] in [-max_position, max_position] * output_scale
     aux: Optional[torch.Tensor]        # [batch, time, horizon] predicted next returns, or None
     hidden: torch.Tensor               # [batch, time, hidden] last-layer states (the portfolio head reuses them)
+    member_positions: Optional[torch.Tensor] = None   # [members, batch, time] of a MemberAverage, each member's own
 
 
 class CausalSelfAttention(nn.Module):
@@ -106,7 +107,37 @@ class AllocationTransformer(nn.Module):
         return ModelOutput(positions=positions, aux=aux, hidden=h)
 
 
-def build_model(n_features: int, context_length: int, horizon: int, config: ModelConfig) -> AllocationTransformer:
+class MemberAverage(nn.Module):
+    """`model.members` AllocationTransformers side by side; the position is the mean of theirs.
+
+    Why: on daily bars the signal is weak and one network fits a good deal of noise; copies that
+    start from different weights fit different noise, so their mean keeps more of the signal (a seed
+    ensemble inside one run). Each member trains on its own loss over the same batches
+    (`member_positions`), so they stay independent; the calibrated `output_scale` applies to the mean.
+    """
+
+    def __init__(self, n_features: int, context_length: int, horizon: int, config: ModelConfig):
+        super().__init__()
+        self.n_features = n_features
+        self.context_length = context_length
+        self.max_position = config.max_position
+        self.members = nn.ModuleList(
+            AllocationTransformer(n_features, context_length, horizon, config) for _ in range(config.members))
+        self.register_buffer("output_scale", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        outs = [member(x) for member in self.members]
+        each = torch.stack([out.positions for out in outs])                     # [members, batch, time]
+        aux = torch.stack([out.aux for out in outs]).mean(0) if outs[0].aux is not None else None
+        return ModelOutput(positions=each.mean(0) * self.output_scale, aux=aux, hidden=outs[0].hidden,
+                           member_positions=each)
+
+
+def build_model(n_features: int, context_length: int, horizon: int,
+                config: ModelConfig) -> AllocationTransformer | MemberAverage:
+    """One AllocationTransformer, or a MemberAverage of `config.members` of them."""
+    if config.members > 1:
+        return MemberAverage(n_features, context_length, horizon, config)
     return AllocationTransformer(n_features, context_length, horizon, config)
 
 

@@ -95,6 +95,9 @@ def portfolio_job(config: Config, data: PairStockDataset, run_dir: Path, tensorb
                        metadata=metadata or {}, resume=resume, progress=progress, on_step=on_step, task=task)
 
 
+FIRST_MEMBER = "members.0."
+
+
 def load_base_encoder(policy: PortfolioPolicy, base: ckpt.RunFiles, feature_names: list[str]) -> int:
     """Copy a base run's encoder weights into the policy; one line and no copy when anything does not fit."""
     where = f"--base {base.path}"
@@ -103,16 +106,19 @@ def load_base_encoder(policy: PortfolioPolicy, base: ckpt.RunFiles, feature_name
         raise UserError(f"{where}: its features differ from this run's ({', '.join(differ[:4])}); use the same "
                         "data.forecast_backend and data.toto_horizon as the base run")
     expected = policy.encoder.state_dict()
+    weights = base.weights
+    if any(name.startswith(FIRST_MEMBER) for name in weights):    # a MemberAverage base: its first member's encoder
+        weights = {name[len(FIRST_MEMBER):]: t for name, t in weights.items() if name.startswith(FIRST_MEMBER)}
     copied = {}
     for name, tensor in expected.items():
-        if name not in base.weights:
+        if name not in weights:
             if name.startswith(("position_head.", "aux_head.")):
                 continue
             raise UserError(f"{where}: the base weights have no {name}; not an AllocationTransformer run")
-        if tuple(base.weights[name].shape) != tuple(tensor.shape):
-            raise UserError(f"{where}: encoder weight {name} has shape {tuple(base.weights[name].shape)}, the "
+        if tuple(weights[name].shape) != tuple(tensor.shape):
+            raise UserError(f"{where}: encoder weight {name} has shape {tuple(weights[name].shape)}, the "
                             f"portfolio encoder needs {tuple(tensor.shape)} (different data.context_length, "
                             "features or model size)")
-        copied[name] = base.weights[name]
+        copied[name] = weights[name]
     policy.encoder.load_state_dict(copied, strict=False)
     return len(copied)

@@ -66,7 +66,9 @@ class PositionTask:
         xb, rb, future = self.batches.gather(ends)
         with autocast():
             out = forward(xb)
-        loss = objective_from_config(out.positions.float() * self.batches.scales(ends), rb, cfg).loss
+        scales = self.batches.scales(ends)
+        each = out.member_positions if out.member_positions is not None else out.positions[None]
+        loss = sum(objective_from_config(p.float() * scales, rb, cfg).loss for p in each) / len(each)
         if out.aux is not None:
             loss = loss + cfg.model.aux_weight * aux_loss(out.aux.float(), future)
         return loss

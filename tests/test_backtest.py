@@ -137,3 +137,17 @@ def test_portfolio_runs_dispatch(trained, tmp_path, monkeypatch):
     monkeypatch.delattr(portfolio, "backtest_portfolio")
     with pytest.raises(ImportError, match="backtest_portfolio"):     # a broken import is itself, not "not supported"
         backtest_model(fake)
+
+
+def test_a_members_model_trains_calibrates_and_backtests_the_same(trained, capsys, tmp_path):
+    """model.members > 1 goes through the same save/load path: the backtest reproduces the training report."""
+    out = tmp_path / "runs"
+    assert main(["single", "--stock", "DEMO", "--data-dir", str(trained["full"]), "--config", TINY, "--out",
+                 str(out), "--steps", "6", "--set", "data.forecast_backend=statistical", "--set", "model.members=2",
+                 "-q"]) == 0
+    capsys.readouterr()
+    run_dir = next((out / "models" / "finetuned" / "DEMO").iterdir())
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    result, _ = run_cli(["backtest", "--model", str(run_dir), "--data-dir", str(trained["full"]), "--json"], capsys)
+    assert result["model"]["sharpe_ratio"] == pytest.approx(meta["test"]["sharpe_ratio"], abs=1e-6)
+    assert model_series(Path(result["report_dir"]))["position"].std() > 0

@@ -35,3 +35,41 @@ def test_a_step_never_sees_later_steps():
 def test_fresh_model_starts_flat():
     m = build_model(5, 12, 3, ModelConfig(hidden_size=16, num_layers=1, num_heads=2))
     assert m(torch.randn(3, 12, 5)).positions.abs().max() == 0
+
+
+# --- model.members: a seed ensemble inside one model ---------------------------------------------
+
+def members_model(k=3):
+    torch.manual_seed(0)
+    m = build_model(5, 12, 3, ModelConfig(hidden_size=16, num_layers=1, num_heads=2, dropout=0.0, members=k))
+    for member in m.members:
+        torch.nn.init.normal_(member.position_head.weight, std=1.0)
+    return m.eval()
+
+
+def test_members_start_from_different_weights_and_the_position_is_their_mean():
+    m = members_model()
+    assert not torch.equal(m.members[0].embed.weight, m.members[1].embed.weight)
+    m.output_scale.fill_(2.0)
+    x = torch.randn(4, 12, 5)
+    out = m(x)
+    each = torch.stack([member(x).positions for member in m.members])
+    torch.testing.assert_close(out.member_positions, each)
+    torch.testing.assert_close(out.positions, each.mean(0) * 2.0)
+
+
+def test_each_member_is_trained_on_its_own_loss_only():
+    """The loss PositionTask uses: the mean of the members' own objectives, so member k's gradient is 1/K
+    of the gradient of its objective alone (no member is pulled towards the others' positions)."""
+    from hftraining.objective import profit_objective
+
+    m = members_model(k=2).train()
+    x, r = torch.randn(4, 12, 5), torch.randn(4, 12) * 0.01
+    each = m(x).member_positions
+    loss = sum(profit_objective(p, r, 0.001).loss for p in each) / len(each)
+    loss.backward()
+    joint = [p.grad.clone() for p in m.members[0].parameters()]
+    m.zero_grad()
+    profit_objective(m.members[0](x).positions, r, 0.001).loss.backward()
+    for together, alone in zip(joint, (p.grad for p in m.members[0].parameters()), strict=True):
+        torch.testing.assert_close(together, alone / 2)

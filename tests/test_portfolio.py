@@ -464,3 +464,15 @@ def test_cli_initialises_from_a_base_run_or_refuses_it_in_one_line(tmp_path, cap
 def test_cli_refuses_a_group_of_one(tmp_path, capsys):
     assert main(["portfolio", "--pairs", "AAA", "--source", "synthetic", "--out", str(tmp_path)]) == 2
     assert "at least two different symbols" in capsys.readouterr().err
+
+
+def test_a_members_base_gives_the_portfolio_its_first_members_encoder(tmp_path):
+    model_cfg = load_config("configs/tiny.yaml").model.model_copy(update={"members": 2})
+    names = [f"f{i}" for i in range(5)]
+    base_model = fake_base_run(tmp_path / "base", 16, names, model_cfg)
+    policy = PortfolioPolicy(5, 2, 16, 3, model_cfg, include_cash=True)
+    load_base_encoder(policy, ckpt.open_run(tmp_path / "base"), names)
+    first = base_model.members[0].state_dict()
+    for name, tensor in policy.encoder.state_dict().items():
+        if not name.startswith(("position_head.", "aux_head.")):
+            torch.testing.assert_close(tensor, first[name])
