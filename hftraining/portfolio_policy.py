@@ -48,7 +48,7 @@ class PortfolioPolicy(nn.Module):
         self.max_tilt = max_tilt
         self.cash_logit = math.log(n_assets * CASH_PRIOR / (1.0 - CASH_PRIOR))
         self.window = min(window or context_length, context_length)
-        self.encoder = AllocationTransformer(n_features, context_length, horizon, model_cfg)   # one, whatever model.members
+        self.encoder = AllocationTransformer(n_features, context_length, horizon, model_cfg)  # one encoder, any members
         hidden = model_cfg.hidden_size
         self.asset_head = nn.Linear(2 * hidden, 1)
         self.asset_bias = nn.Parameter(torch.zeros(n_assets))
