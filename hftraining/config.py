@@ -91,8 +91,8 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    hidden_size: int = Field(64, ge=4, description="Transformer width.")
-    num_layers: int = Field(2, ge=1, description="Transformer blocks.")
+    hidden_size: int = Field(16, ge=4, description="Transformer width.")
+    num_layers: int = Field(1, ge=1, description="Transformer blocks.")
     num_heads: int = Field(4, ge=1, description="Attention heads per block (divides hidden_size).")
     ff_multiplier: int = Field(4, ge=1, description="Feed-forward width as a multiple of hidden_size.")
     dropout: float = Field(0.3, ge=0, lt=1, description="Dropout in attention and feed-forward layers.")
