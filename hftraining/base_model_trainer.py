@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from hftraining import checkpoint as ckpt
-from hftraining import distributed
+from hftraining import distributed, run_log
 from hftraining.comparison import report_info, simulate_test_range, write_comparison
 from hftraining.config import Config
 from hftraining.data.panel import fingerprint, symbol_slice
@@ -28,7 +28,7 @@ from hftraining.errors import UserError
 from hftraining.evaluation import Simulation
 from hftraining.finetune import FinetuneRun, finetune_config_from_base, finetune_stock
 from hftraining.html_report import write_report_html
-from hftraining.layout import Layout, new_run_id, parse_symbols
+from hftraining.layout import Layout, new_run_id, parse_symbols, short_symbols
 from hftraining.lifecycle import RunSpec, Trial, train_run
 from hftraining.prepare import Prepared, prepare
 from hftraining.trainer import FitResult, resolve_device
@@ -65,7 +65,8 @@ def train_base(symbols: list[str], config: Config, steps: int | None = None, run
     distributed.agree(fingerprint(prepared.panel), "training data")
     run_id = distributed.broadcast(run_id or config.paths.run_name or new_run_id())
     tcfg = config.training
-    spec = RunSpec(kind="base", label="base", run_id=run_id, run_dir=layout.base_model(run_id),
+    spec = RunSpec(kind="base", label=f"base {short_symbols(prepared.panel.symbols)}", run_id=run_id,
+                   run_dir=layout.base_model(run_id),
                    tensorboard_dir=layout.tensorboard("base", run_id), config=config, prepared=prepared,
                    learning_rate=tcfg.learning_rate, max_steps=tcfg.max_steps,
                    metadata={**ragged_summary(prepared), "steps": tcfg.max_steps, "batch_size": tcfg.batch_size,
@@ -110,6 +111,7 @@ def scratch_model(symbol: str, prepared: Prepared, config: Config, run_id: str, 
     return done.fit.model, done.run_dir
 
 
+@run_log.captured
 def run_base_pipeline(symbols: list[str], config: Config, finetune: bool = True,
                       base_steps: int | None = None, finetune_epochs: int | None = None,
                       compare_single: bool = False, progress: bool = True) -> BasePipelineRun:
@@ -175,10 +177,14 @@ def _run_base_pipeline(symbols: list[str], config: Config, finetune: bool, base_
     report_dir = layout.report(base.run_id)
     if not ctx.is_main:                                 # rank 0 writes the report
         return BasePipelineRun(base, finetuned, report_dir, {}, {})
-    info = {**report_info(base.run_id, config, base.prepared), "base_run": str(base.run_dir),
+    info = {**report_info(base.run_id, config, base.prepared), "kind": "base", "base_run": str(base.run_dir),
             "symbols": panel.symbols}
     report = write_comparison(report_dir, sims, info, runs, trials_root=layout.root,
                               new_models=("base", "finetuned", "single"))
+    log_comparison_hparams(base.tensorboard_dir, config, base.fit, report, "base", {"symbols": ",".join(panel.symbols)})
+    for symbol, ft in finetuned.items():
+        log_comparison_hparams(ft.tensorboard_dir, ft.config, ft.fit, report, "finetuned", {"symbol": symbol},
+                               symbol)
     ckpt.update_metadata(base.run_dir, report_dir=str(report_dir),
                          test={s: v["strategies"]["base"] for s, v in report["stocks"].items()})
     summary = {"run_id": base.run_id, "base_run": str(base.run_dir), "checkpoint": str(base.checkpoint),
@@ -186,10 +192,13 @@ def _run_base_pipeline(symbols: list[str], config: Config, finetune: bool, base_
                "finetuned": {s: str(ft.run_dir) for s, ft in finetuned.items()},
                "synthetic": info["synthetic"], "average": report["average"],
                "stocks": {s: v["strategies"] for s, v in report["stocks"].items()},
-               "report_html": write_report_html(report_dir, base.run_dir)}
+               "significance": {s: v["significance"] for s, v in report["stocks"].items()},
+               "report_html": write_report_html(report_dir, base.run_dir),
+               "log": run_log.log_path(config.paths.root, base.run_id)}
     return BasePipelineRun(base, finetuned, report_dir, report, summary)
 
 
+@run_log.captured
 def run_finetune(symbol: str, base: str | Path, config: Config | None = None, epochs: int | None = None,
                  steps: int | None = None, progress: bool = True):
     """The whole `hftrain finetune` job: fine-tune, then compare with the base alone and buy-and-hold.
@@ -205,7 +214,7 @@ def run_finetune(symbol: str, base: str | Path, config: Config | None = None, ep
                             progress=progress and ctx.is_main)
         if not ctx.is_main:
             return ft, {}, {}
-    return _finetune_report(ft)
+        return _finetune_report(ft)
 
 
 def _finetune_report(ft: FinetuneRun):
@@ -214,11 +223,12 @@ def _finetune_report(ft: FinetuneRun):
     report_dir = Layout.at(config.paths.root).report(ft.run_id)
     models = {"finetuned": ft.model, "base": ft.base_model}
     sims = {ft.symbol: simulate_test_range(models, ft.prepared, config)}
-    info = {**report_info(ft.run_id, config, ft.prepared), "base_run": ft.metadata["base_run"],
+    info = {**report_info(ft.run_id, config, ft.prepared), "kind": "finetune", "base_run": ft.metadata["base_run"],
             "symbols": [ft.symbol], "symbol_in_base": ft.metadata["symbol_in_base"]}
     report = write_comparison(report_dir, sims, info, {ft.symbol: {"base": ft.metadata["base_run"],
                                                                    "finetuned": str(ft.run_dir)}},
                               trials_root=Path(config.paths.root), new_models=("finetuned",))
+    log_comparison_hparams(ft.tensorboard_dir, config, ft.fit, report, "finetuned", {"symbol": ft.symbol}, ft.symbol)
     ckpt.update_metadata(ft.run_dir, report_dir=str(report_dir),
                          test=report["stocks"][ft.symbol]["strategies"]["finetuned"])
     summary = {"run_id": ft.run_id, "symbol": ft.symbol, "run_dir": str(ft.run_dir),
@@ -226,8 +236,21 @@ def _finetune_report(ft: FinetuneRun):
                "tensorboard_dir": str(ft.tensorboard_dir), "report_dir": str(report_dir),
                "steps": ft.metadata["steps"], "synthetic": info["synthetic"],
                "test": report["stocks"][ft.symbol]["strategies"],
-               "report_html": write_report_html(report_dir, ft.run_dir)}
+               "significance": report["stocks"][ft.symbol]["significance"],
+               "report_html": write_report_html(report_dir, ft.run_dir),
+               "log": run_log.log_path(config.paths.root, ft.run_id)}
     return ft, report, summary
+
+
+def log_comparison_hparams(logdir: Path, config: Config, fit: FitResult, report: dict, model: str, params: dict,
+                           symbol: str | None = None) -> None:
+    """TensorBoard hparams of a base or fine-tune, as single runs log theirs: its validation Sharpe and the
+    test Sharpe of `model` in the comparison (one stock's, or the average over stocks)."""
+    from hftraining.tensorboard_log import log_hparams
+
+    rows = report["stocks"][symbol]["strategies"] if symbol is not None else report["average"]
+    log_hparams(logdir, config, params, {"val_sharpe": fit.best_metrics.get("sharpe_ratio"),
+                                         "test_sharpe": (rows.get(model) or {}).get("sharpe_ratio")})
 
 
 # --- the seed's Python API ---------------------------------------------------------------------

@@ -500,6 +500,21 @@ def config_validate(paths: List[Path] = typer.Argument(None, metavar="PATH", hel
     command.config_validate(files, set_)
 
 
+# --- runs ---------------------------------------------------------------------------------------
+
+runs_app = typer.Typer(no_args_is_help=True, context_settings=CONTEXT,
+                       help="List the runs and reports under an output root.")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def runs_list(out: Optional[Path] = OutOpt, json_: bool = JsonOpt):
+    """One row per report: name, kind, symbols, date, test net Sharpe, report page; rewrites reports/index.html."""
+    from hftraining.commands import runs as command
+
+    command.runs_list(out, json_=json_)
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 def expand_multi_value(argv: list[str]) -> list[str]:

@@ -1,9 +1,10 @@
 """A base, its fine-tunes and their baselines compared per stock on the same test bars and costs.
 
 `simulate_test_range` runs every model and the baselines over one stock's test range;
-`write_comparison` writes per-stock metrics.json and test_returns.csv of the leading model (the
-fine-tune when there is one), one report.json with the average over stocks, and registers each
-newly trained model as a trial so later Deflated Sharpe ratios count it.
+`write_comparison` writes per-stock `<SYMBOL>_metrics.json` and `<SYMBOL>_test_returns.csv` of the
+leading model (the fine-tune when there is one), one `metrics.json` with every stock's rows and the
+average over stocks (the same file name as every other report folder), and registers each newly
+trained model as a trial so later Deflated Sharpe ratios count it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from hftraining.baselines import single_asset_baselines
 from hftraining.config import Config
 from hftraining.evaluation import Simulation, average_metrics, model_positions, simulate
 from hftraining.prepare import Prepared
-from hftraining.report import write_test_report
-from hftraining.significance import probabilistic_sharpe_ratio
+from hftraining.report import add_row_metrics, write_test_report
+
+COMPARISON = "metrics.json"      # every stock's rows and the average; each stock's own file is <SYMBOL>_metrics.json
 
 # Order of the strategies in the report; `finetuned` is the product, the rest are its comparisons.
 STRATEGIES = ["finetuned", "base", "single", "buy_and_hold", "momentum", "oracle"]
@@ -37,13 +39,13 @@ def simulate_test_range(models: dict[str, torch.nn.Module], prepared: Prepared,
         sims[name] = simulate(panel, 0, splits.test, positions, config.tracker, ppy)
     sims.update(single_asset_baselines(panel, 0, splits.test, config.tracker, ppy, config))
     for sim in sims.values():
-        sim.metrics["psr"] = probabilistic_sharpe_ratio(sim.frame["net_return"].to_numpy(), 0.0, ppy)
+        add_row_metrics(sim, config.profit.sigma_target, ppy)
     return sims
 
 
 def write_comparison(report_dir: Path, sims_by_symbol: dict[str, dict[str, Simulation]], info: dict,
                      runs: dict[str, dict], trials_root: Path | None = None, new_models: tuple[str, ...] = ()) -> dict:
-    """Per stock metrics.json + test_returns.csv (of the leading model) and one report.json.
+    """Per stock <SYMBOL>_metrics.json + <SYMBOL>_test_returns.csv (of the leading model) and one metrics.json.
 
     Each model in `new_models` (trained by this command) is appended to the trial registry under
     `trials_root`, one trial per stock, so the Deflated Sharpe of later reports counts it.
@@ -58,15 +60,16 @@ def write_comparison(report_dir: Path, sims_by_symbol: dict[str, dict[str, Simul
                                                       symbol, lead in new_models, info["periods_per_year"])
         summary = write_test_report(report_dir, sims[lead], others, {**info, **extra}, prefix=f"{symbol}_")
         stocks[symbol] = {"test_start": summary["test_start"], "test_end": summary["test_end"],
-                          "test_bars": summary["test_bars"], "runs": runs.get(symbol, {}),
-                          "strategies": {lead: summary["model"], **summary["baselines"]}}
+                          "test_bars": summary["test_bars"], "runs": runs.get(symbol, {}), "model_name": lead,
+                          "strategies": {lead: summary["model"], **summary["baselines"]},
+                          "significance": summary.get("significance")}
     average = {}
     for name in STRATEGIES:
         rows = {s: v["strategies"][name] for s, v in stocks.items() if name in v["strategies"]}
         if rows:
             average[name] = average_metrics(rows)
     report = {**info, "stocks": stocks, "average": average}
-    atomic.write_json(report_dir / "report.json", report)
+    atomic.write_json(report_dir / COMPARISON, report)
     if trials_root is not None:
         from hftraining.trials import register_trial
 

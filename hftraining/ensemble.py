@@ -227,7 +227,10 @@ def run_ensemble(models: Sequence[str | Path], stock: Optional[str] = None, star
                    members=info["members"])
     members_metrics = {name: report["baselines"][name] for name in per_member}
     others = {k: v for k, v in report["baselines"].items() if k not in per_member}
+    from hftraining.html_report import write_report_html
+
     summary = {"ensemble_run": run_id, "symbol": symbol, "report_dir": str(report_dir),
+               "report_html": write_report_html(report_dir, None),
                "start": report["test_start"], "end": report["test_end"], "bars": report["test_bars"],
                "range_from": origin, "in_sample": bool(inside), "ensemble": report["model"],
                "members": members_metrics, "baselines": others,

@@ -16,6 +16,7 @@ import torch
 
 from hftraining.config import TrackerConfig
 from hftraining.data.panel import Panel
+from hftraining.metrics import COUNTS
 from hftraining.tracker import ProfitTracker
 
 # Windows per model call. Every call is padded to exactly this many (repeating the last window): BLAS
@@ -88,12 +89,14 @@ def buy_and_hold(panel: Panel, symbol: int, decisions: range, tracker: TrackerCo
 
 def average_metrics(per_symbol: dict[str, dict], keys: Optional[list[str]] = None) -> dict:
     """Mean of each numeric metric over the symbols where it is defined; None where it is defined for none
-    (a win rate with no closed trade is undefined, not 0, so it must not drag the mean down)."""
+    (a win rate with no closed trade is undefined, not 0, so it must not drag the mean down). A count
+    (metrics.COUNTS: trades, bars) stays an integer: its mean is rounded."""
     keys = keys or list(next(iter(per_symbol.values())).keys())
     out = {}
     for k in keys:
         values = [m.get(k) for m in per_symbol.values()]
         if all(v is None or isinstance(v, (int, float)) for v in values):
             defined = [v for v in values if v is not None]
-            out[k] = float(np.mean(defined)) if defined else None
+            mean = float(np.mean(defined)) if defined else None
+            out[k] = int(round(mean)) if mean is not None and k in COUNTS else mean
     return out

@@ -133,10 +133,9 @@ def keep_the_better(result: FitResult, base_model: AllocationTransformer, job: T
             calibrate_output_scale(result.model, job, x, job.splits.val)
         ckpt.save_tensors(result.best_path, result.model.state_dict())
         log.info("%s: the fine-tune's validation net Sharpe %.3f does not beat the base model's %.3f; "
-                 "keeping the base weights", job.panel.symbols[0], tuned, base)
+                 "keeping the base weights", job.kind, tuned, base)
     else:
-        log.info("%s: fine-tune validation net Sharpe %.3f beats the base model's %.3f", job.panel.symbols[0],
-                 tuned, base)
+        log.info("%s: fine-tune validation net Sharpe %.3f beats the base model's %.3f", job.kind, tuned, base)
     return {"kept_base": kept_base, "validation_sharpe_finetuned": tuned, "validation_sharpe_base": base}
 
 

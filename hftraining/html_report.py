@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hftraining import atomic
 from hftraining.errors import UserError
+from hftraining.html_page import page
 from hftraining.report_data import load_series, load_weights, training_curves
 from hftraining.report_figures import (  # noqa: F401  (monthly_returns: importable from here)
     cost_figure,
@@ -35,41 +36,18 @@ from hftraining.report_figures import (  # noqa: F401  (monthly_returns: importa
     strategy_label,
     training_figure,
 )
+from hftraining.verdict import against_best_baseline
 
 log = logging.getLogger("hftraining")
 
 REPORT = "report.html"
+# The page title per kind of result (metrics.json "kind", else the run's metadata); "Run" otherwise.
+TITLES = {"base": "Base run", "finetune": "Fine-tune", "portfolio": "Portfolio", "walk_forward": "Walk-forward",
+          "walk_forward_portfolio": "Walk-forward portfolio", "ensemble": "Ensemble", "paper": "Paper trading"}
+RANGE_LABELS = {"backtest": "Backtest", "paper": "Paper trading"}   # the range's name when it is not "Test"
 
 
 # --- HTML --------------------------------------------------------------------------------------
-
-CSS = """
-body{font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
- color:#1d2733;background:#f4f6f9;margin:0;line-height:1.45}
-main{max-width:1120px;margin:0 auto;padding:24px 28px 60px}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:30px 0 10px;border-bottom:2px solid #dde3ea;
- padding-bottom:4px}h3{font-size:15px;margin:18px 0 8px}
-.sub{color:#5b6876;margin:0 0 14px}.card{background:#fff;border:1px solid #dde3ea;border-radius:8px;
- padding:16px 18px;margin:12px 0;box-shadow:0 1px 2px rgba(0,0,0,.04);overflow-x:auto}
-.banner{border-radius:8px;padding:12px 16px;margin:10px 0;font-weight:600}
-.synthetic{background:#fde2e1;border:2px solid #c0392b;color:#8e1b10;font-size:17px}
-.insample{background:#fff1d6;border:2px solid #e08e0b;color:#7a4a00;font-size:17px}
-.note{background:#eef4fb;border:1px solid #b8cde6;color:#24476b;font-weight:500}
-table{border-collapse:collapse;width:100%;font-size:13px;background:#fff}
-th,td{padding:6px 9px;border-bottom:1px solid #e6eaef;text-align:right;white-space:nowrap}
-th{background:#eef1f5;color:#33404d;font-weight:600;position:sticky;top:0}
-td:first-child,th:first-child{text-align:left}
-tr:nth-child(even) td{background:#fafbfc}tr.model td{background:#e8f0fc;font-weight:600}
-td.pos{color:#1e7b34}td.neg{color:#b42318}
-table.narrow{width:auto;min-width:420px}.card h3{margin-top:0}
-.kv td{text-align:left;white-space:normal}.kv td:first-child{color:#5b6876;width:230px}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(170px,1fr));gap:12px}
-.stat{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:10px 14px}
-.stat .v{font-size:22px;font-weight:700}.stat .k{color:#5b6876;font-size:12px}
-img{max-width:100%;display:block;margin:6px auto;border-radius:4px}
-.small{font-size:12px;color:#5b6876}pre{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:6px;
- padding:10px;overflow:auto;font-size:12px;max-height:420px}details summary{cursor:pointer;font-weight:600}
-"""
 
 TABLE_COLUMNS = [("total_return", "Total return", "pct"), ("cagr", "CAGR", "pct"),
                  ("sharpe_ratio", "Sharpe", "num"), ("psr", "PSR (SR&gt;0)", "pct0"),
@@ -137,21 +115,12 @@ def _stat(label: str, value: str) -> str:
 
 
 def baseline_comparison(rows: dict[str, dict]) -> str:
-    """One sentence: the model's net Sharpe against the best baseline's."""
-    model = (rows.get("model") or {}).get("sharpe_ratio")
-    others = {k: v.get("sharpe_ratio") for k, v in rows.items()
-              if k not in ("model", "oracle") and v.get("sharpe_ratio") is not None}
-    if model is None or not others:
+    """One sentence: the model's net Sharpe against the best baseline's (hftraining.verdict, as printed)."""
+    text = against_best_baseline(rows)
+    if text is None:
         return ""
-    best = max(others, key=others.get)
-    side = "above" if model > others[best] else "below"
-    text = (f"<p><b>Against the best baseline</b>: {html.escape(strategy_label(best))} has a net Sharpe of "
-            f"{_fmt(others[best])}; the model's {_fmt(model)} is {side} it.")
-    oracle = (rows.get("oracle") or {}).get("sharpe_ratio")
-    if oracle is not None and oracle > 0:      # a synthetic market: how much of the planted edge was found
-        text += (f" The oracle, who knows the planted drift, reaches {_fmt(oracle)}: the model captured "
-                 f"{model / oracle:.2f} of its Sharpe.")
-    return text + "</p>"
+    head, rest = text.split(": ", 1)
+    return f"<p><b>{html.escape(head)}</b>: {html.escape(rest)}</p>"
 
 
 def significance_section(sig: dict | None) -> str:
@@ -282,8 +251,12 @@ def metadata_section(summary: dict, meta: dict, config_text: str | None) -> str:
 
 
 def _metrics_files(report_dir: Path) -> list[tuple[str, Path]]:
-    files = [("", report_dir / "metrics.json")] if (report_dir / "metrics.json").is_file() else []
-    files += [(p.name[: -len("metrics.json")], p) for p in sorted(report_dir.glob("*_metrics.json"))]
+    """(prefix, path) of each result's metrics: metrics.json, or each stock's <SYMBOL>_metrics.json of a
+    comparison (whose own metrics.json only gathers them)."""
+    files = [(p.name[: -len("metrics.json")], p) for p in sorted(report_dir.glob("*_metrics.json"))]
+    top = report_dir / "metrics.json"
+    if top.is_file() and not (files and "stocks" in json.loads(top.read_text())):
+        files.insert(0, ("", top))
     return files
 
 
@@ -308,10 +281,12 @@ def render_report(report_dir: Path, run_dir: Path | None = None, tensorboard_dir
     run_dir = Path(run_dir) if run_dir else Path(first.get("model_dir") or first.get("run_dir") or report_dir)
     meta = json.loads((run_dir / "metadata.json").read_text()) if (run_dir / "metadata.json").is_file() else {}
     config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None
-    is_backtest = first.get("kind") == "backtest"
+    kind = first.get("kind") or meta.get("kind") or "single"
+    is_backtest = kind == "backtest"
     title = (f"Backtest {first.get('backtest_id', '')}" if is_backtest
-             else f"Run {meta.get('run_id', first.get('run_id', report_dir.name))}")
-    symbols = str(first.get("symbol", "")) if is_backtest else ", ".join(meta.get("symbols", []))
+             else f"{TITLES.get(kind, 'Run')} {first.get('run_id') or meta.get('run_id') or report_dir.name}")
+    symbols = (str(first.get("symbol", "")) if is_backtest or not meta.get("symbols")
+               else ", ".join(meta.get("symbols", [])))
     subtitle = ("net profit of a trained model over chosen dates vs baselines" if is_backtest
                 else "out-of-sample (test range) net profit vs baselines")
     curves = training_curves(tensorboard_dir or _tensorboard_dir(run_dir, meta), meta.get("history"))
@@ -322,15 +297,28 @@ def render_report(report_dir: Path, run_dir: Path | None = None, tensorboard_dir
              f'{" Model run: " + html.escape(str(run_dir)) if is_backtest else ""}</p>'),
             _banners(first, meta)]
     for prefix, summary in summaries:
-        if is_backtest:
-            summary = {**summary, "range_label": "Backtest"}
+        if kind in RANGE_LABELS:
+            summary = {**summary, "range_label": RANGE_LABELS[kind]}
         body.append(symbol_section(report_dir, summary, prefix))
     body.append(f'<h2>Training</h2><div class="card">{training}<p class="small">Validation numbers choose '
                 'the checkpoint; they are not out-of-sample results.</p></div>')
     body.append(f"<h2>Provenance</h2>{metadata_section(first, meta, config_text)}")
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
-            f'<body><main>{"".join(body)}</main></body></html>')
+    return page(title, "".join(body))
+
+
+def write_page(report_dir: Path, text: str, out: Path | None = None) -> Path:
+    """Write `report_dir/report.html` (or `out/report.html`: `hftrain report --out DIR`) atomically and refresh
+    the output root's reports/index.html."""
+    from hftraining.run_index import refresh_index
+
+    folder = Path(out) if out is not None else Path(report_dir)
+    if out is not None:
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--out {folder}: is a file; pass a folder to write report.html into")
+        folder.mkdir(parents=True, exist_ok=True)
+    path = atomic.write_text(folder / REPORT, text)
+    refresh_index(folder)
+    return path
 
 
 def write_html_report(report_dir: Path, run_dir: Path | None = None,
@@ -340,16 +328,10 @@ def write_html_report(report_dir: Path, run_dir: Path | None = None,
     from hftraining.deflated import refresh_report
 
     refresh_report(Path(report_dir))
-    page = render_report(Path(report_dir), run_dir, tensorboard_dir)
-    folder = Path(out) if out is not None else Path(report_dir)
-    if out is not None:
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"--out {folder}: is a file; pass a folder to write report.html into")
-        folder.mkdir(parents=True, exist_ok=True)
-    return atomic.write_text(folder / REPORT, page)
+    return write_page(Path(report_dir), render_report(Path(report_dir), run_dir, tensorboard_dir), out)
 
 
-def write_report_html(report_dir: Path, run_dir: Path) -> str | None:
+def write_report_html(report_dir: Path, run_dir: Path | None) -> str | None:
     """report.html at the end of a run; a rendering failure warns instead of losing the finished run."""
     try:
         return str(write_html_report(report_dir, run_dir))

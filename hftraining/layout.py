@@ -41,6 +41,12 @@ def parse_symbols(values: list[str] | str | None) -> list[str]:
     return out
 
 
+def short_symbols(symbols: list[str], shown: int = 4) -> str:
+    """`AAA,BBB` or, for a universe, `AAA,BBB,CCC,DDD +96`: symbols in a progress bar, a log line or a table."""
+    more = f" +{len(symbols) - shown}" if len(symbols) > shown else ""
+    return ",".join(symbols[:shown]) + more
+
+
 def check_run_name(name: str) -> str:
     if not RUN_NAME_PATTERN.fullmatch(name) or ".." in name:
         raise UserError(f"run name {name!r} is not allowed: use letters, digits, '_', '.', '-' (no '..' or '/')")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hftraining import checkpoint as ckpt
-from hftraining import distributed
+from hftraining import distributed, run_log
 from hftraining.config import Config
 from hftraining.data.panel import Scaler
 from hftraining.errors import UserError
@@ -105,8 +105,10 @@ def resumed_data(run_dir: Path, prepared: Prepared) -> Prepared:
 
 
 def start_run(spec: RunSpec) -> tuple[Path, dict]:
-    """(run folder, metadata): claimed and written by rank 0, or the resumed run's own."""
+    """(run folder, metadata): claimed and written by rank 0, or the resumed run's own; rank 0's log lines
+    go to logs/<run>.log from here on (hftraining.run_log)."""
     if spec.resume:
+        distributed.on_main(lambda: run_log.attach(spec.config.paths.root, spec.run_id))
         return spec.run_dir, ckpt.read_json(spec.run_dir / ckpt.METADATA)
     meta = run_metadata(spec.kind, spec.run_id, spec.config, spec.prepared, **spec.metadata)
 
@@ -121,6 +123,7 @@ def start_run(spec: RunSpec) -> tuple[Path, dict]:
                 path.rmdir()
             raise
         ckpt.save_run_files(folder, spec.config, spec.prepared.scaler, meta)
+        run_log.attach(spec.config.paths.root, spec.run_id)
         return folder
 
     return distributed.on_main(claim), meta

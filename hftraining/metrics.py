@@ -29,6 +29,7 @@ import numpy as np
 
 PERIODS_PER_YEAR = 252
 MIN_TRADE = 1e-6    # smallest |position| or |position change| (fraction of equity) that counts; see above
+COUNTS = frozenset({"trade_count", "n_bars", "rebalances", "test_bars", "bars"})   # integers wherever they appear
 
 
 def _as_returns(r) -> np.ndarray:

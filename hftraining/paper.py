@@ -318,6 +318,42 @@ def run_paper(trader: LiveTrader, feed, speed: float = 0.0, max_bars: Optional[i
     return {**trader.summary(), "traded_now": done, "feed": feed.label}
 
 
+def write_paper_report(trader: LiveTrader) -> Optional[str]:
+    """metrics.json, series.csv and report.html beside the state: the bars traded so far against buy-and-hold on
+    the same bars and costs, as every other kind of run reports. None before two bars were traded."""
+    from hftraining.evaluation import Simulation
+    from hftraining.html_report import write_report_html
+    from hftraining.report import _clean, add_row_metrics
+    from hftraining.report_data import save_series
+
+    state, config = trader.state, trader.config
+    positions = np.asarray(state["positions"], dtype=np.float64)
+    if state["trading_start"] is None or len(positions) < 3:
+        return None
+    traded = trader.history[trader.history.index >= pd.Timestamp(state["trading_start"])].iloc[:len(positions)]
+    px, ppy = adjusted_ohlc(traded), config.data.periods_per_year
+    tracker = ProfitTracker.from_config(config.tracker, ppy)
+    sims = {}
+    for name, held in (("model", positions), ("buy_and_hold", np.full(len(positions),
+                                                                        min(1.0, config.tracker.max_position_size)))):
+        result = tracker.run(held, close=px["close"].to_numpy(), high=px["high"].to_numpy(),
+                             low=px["low"].to_numpy(), open=px["open"].to_numpy(), dates=traded.index.to_numpy())
+        sims[name] = Simulation(trader.symbol, range(len(held)), held, result.to_frame(), result.metrics,
+                                result.trades)
+        add_row_metrics(sims[name], config.profit.sigma_target, ppy)
+    frame = sims["model"].frame
+    summary = {"kind": "paper", "run_id": state.get("run_id"), "symbol": trader.symbol,
+               "model_dir": str(trader.run.path), "state_dir": str(trader.dir),
+               "test_start": f"{pd.Timestamp(frame['date'].iloc[0]):%Y-%m-%d}",
+               "test_end": f"{pd.Timestamp(frame['date'].iloc[-1]):%Y-%m-%d}", "test_bars": int(len(frame)),
+               "model": _clean(sims["model"].metrics),
+               "baselines": {"buy_and_hold": _clean(sims["buy_and_hold"].metrics)},
+               "cost_per_turnover": config.cost_per_turnover}
+    atomic.write_json(trader.dir / "metrics.json", summary)
+    save_series(trader.dir, sims)
+    return write_report_html(trader.dir, trader.run.path)
+
+
 def default_state_dir(root: str | Path, run_id: str, symbol: str) -> Path:
     return Layout.at(root).root / "paper" / run_id / symbol
 

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from hftraining import checkpoint as ckpt
-from hftraining import distributed
+from hftraining import distributed, run_log
 from hftraining.config import Config
 from hftraining.data.panel import fingerprint
 from hftraining.errors import UserError
@@ -57,6 +57,7 @@ class PortfolioRun:
     summary: dict
 
 
+@run_log.captured
 def run_portfolio(symbols: list[str], config: Config, base_run: Optional[Path] = None, progress: bool = True,
                   resume: Optional[Path] = None) -> PortfolioRun:
     """Train, select on validation and test once a softmax allocation over one group of symbols.
@@ -150,7 +151,8 @@ def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFile
         tested = evaluate_policy(result.model, data, prepared.splits.test, config)
         cost = config.cost_per_turnover
         others = baselines(data.returns, prepared.splits.test, every, cost, symbols, config.data.periods_per_year)
-        info = {"run_id": run_id, "symbols": symbols, "run_dir": str(run_dir), "best_step": result.best_step,
+        info = {"run_id": run_id, "kind": "portfolio", "symbols": symbols, "run_dir": str(run_dir),
+                "best_step": result.best_step,
                 "rebalance_every": every, "include_cash": config.portfolio.include_cash, "cost_per_turnover": cost,
                 "forecast_backend": {s: panel.forecast.get(s, {}).get("backend", "none") for s in symbols},
                 "synthetic": meta.get("synthetic", False), "base_run": meta["base_run"]}
@@ -174,7 +176,8 @@ def run_prepared(prepared: Prepared, config: Config, base: Optional[ckpt.RunFile
                "checkpoint": str(done.run_dir / ckpt.WEIGHTS), "steps_done": result.steps_done,
                "test_start": report["test_start"], "test_end": report["test_end"], "test_bars": report["test_bars"],
                "validation": result.best_metrics, "test": report["model"], "mean_weights": report["mean_weights"],
-               "baselines": report["baselines"], "report_html": done.report_html}
+               "baselines": report["baselines"], "report_html": done.report_html,
+               "log": run_log.log_path(config.paths.root, run_id)}
     return PortfolioRun(result.model, done.run_dir, report_dir, tb_dir, result, tested.sim, others, summary)
 
 

@@ -189,8 +189,8 @@ def calibrate_output_scale(model: AllocationTransformer, job, x: torch.Tensor,
         if rounds_done == CALIBRATION_ROUNDS or vol <= 0 or abs(vol / target - 1) < 0.01:
             break
         model.output_scale.mul_(min(target / vol, MAX_OUTPUT_SCALE / float(model.output_scale)))
-    log.info("positions scaled by %.3g so the validation volatility meets the %.0f%% target (now %.2f%%)",
-             float(model.output_scale) / start, 100 * target, 100 * vol)
+    log.info("%s: positions scaled by %.3g so the validation volatility meets the %.0f%% target (now %.2f%%)",
+             job.kind, float(model.output_scale) / start, 100 * target, 100 * vol)
     return float(model.output_scale)
 
 

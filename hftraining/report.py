@@ -20,7 +20,7 @@ from hftraining.config import Config, TrackerConfig
 from hftraining.data.panel import Panel
 from hftraining.deflated import deflated
 from hftraining.evaluation import Simulation, simulate
-from hftraining.metrics import at_volatility
+from hftraining.metrics import COUNTS, at_volatility
 from hftraining.report_data import save_series
 from hftraining.significance import (
     DEFAULT_COSTS_BPS,
@@ -68,17 +68,31 @@ def write_test_report(report_dir: Path, model: Simulation, baselines: dict[str, 
     return summary
 
 
+TABLE_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "volatility", "mean_abs_position", "win_rate",
+              "trade_count"]
+
+
 def format_table(rows: dict[str, dict], keys: Optional[list[str]] = None) -> str:
-    """A plain-text table of metrics (rows = strategies) for the terminal."""
-    keys = keys or ["total_return", "sharpe_ratio", "max_drawdown", "win_rate", "trade_count"]
+    """A plain-text table of metrics (rows = strategies) for the terminal.
+
+    A column no row has is left out; an undefined value (None) reads n/a, a missing one "-". Counts
+    (metrics.COUNTS) print as integers.
+    """
+    keys = [k for k in keys or TABLE_KEYS if any(k in metrics for metrics in rows.values())]
     width = max(len(name) for name in rows) + 2
     cols = [max(15, len(k) + 2) for k in keys]
     lines = [" " * width + "".join(f"{k:>{w}}" for k, w in zip(keys, cols, strict=True))]
     for name, metrics in rows.items():
         cells = []
         for k, w in zip(keys, cols, strict=True):
-            v = metrics.get(k)
-            cells.append(f"{'n/a':>{w}}" if v is None else f"{v:>{w}.4f}" if isinstance(v, float) else f"{v:>{w}}")
+            v = metrics.get(k, "-")
+            if v is None:
+                v = "n/a"
+            elif k in COUNTS and isinstance(v, (int, float)):
+                v = int(round(v))
+            elif isinstance(v, float):
+                v = f"{v:.4f}"
+            cells.append(f"{v:>{w}}")
         lines.append(f"{name:<{width}}" + "".join(cells))
     return "\n".join(lines)
 
@@ -108,9 +122,7 @@ def evaluate_and_report(report_dir: Path, panel: Panel, symbol: int, decisions: 
     baselines = {**single_asset_baselines(panel, symbol, decisions, config.tracker, ppy, config),
                  **(extra_baselines or {})}
     for each in [sim, *baselines.values()]:
-        each.metrics["psr"] = probabilistic_sharpe_ratio(each.frame["net_return"].to_numpy(), 0.0, ppy)
-        each.metrics["mean_abs_position"] = float(np.abs(each.frame["position"].to_numpy()[:-1]).mean())
-        each.metrics.update(at_volatility(each.frame["net_return"].to_numpy(), config.profit.sigma_target, ppy))
+        add_row_metrics(each, config.profit.sigma_target, ppy)
     net = sim.frame["net_return"].to_numpy()
     n_trials, sharpes = trials.stats(sim.metrics["sharpe_ratio"]) if trials else (1, [])
     current_bps = config.cost_per_turnover * 1e4
@@ -129,6 +141,15 @@ def evaluate_and_report(report_dir: Path, panel: Panel, symbol: int, decisions: 
     summary = write_test_report(report_dir, sim, baselines, {**info, **analysis}, prefix=prefix)
     save_series(report_dir, {"model": sim, **baselines}, prefix)
     return Evaluation(sim, baselines, summary)
+
+
+def add_row_metrics(sim: Simulation, sigma_target: float, periods_per_year: int) -> None:
+    """What every row of a report shows beside the tracker's metrics: PSR, mean |position| (the last
+    position earns nothing and is left out) and the totals at the target volatility."""
+    net = sim.frame["net_return"].to_numpy()
+    sim.metrics["psr"] = probabilistic_sharpe_ratio(net, 0.0, periods_per_year)
+    sim.metrics["mean_abs_position"] = float(np.abs(sim.frame["position"].to_numpy()[:-1]).mean())
+    sim.metrics.update(at_volatility(net, sigma_target, periods_per_year))
 
 
 def edge_captured(model_sharpe: float | None, oracle_sharpe: float | None) -> float | None:

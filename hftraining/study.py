@@ -25,9 +25,10 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from hftraining import atomic
+from hftraining import atomic, run_log
 from hftraining.config import Config, to_yaml
 from hftraining.errors import UserError
+from hftraining.html_report import write_page
 from hftraining.layout import Layout, new_run_id, parse_symbols
 from hftraining.metrics import sharpe_ratio
 from hftraining.significance import deflated_sharpe_ratio, probabilistic_sharpe_ratio
@@ -247,6 +248,7 @@ def book_significance(book: pd.Series, root, study_id: str, periods_per_year: in
 
 # --- the command ------------------------------------------------------------------------------
 
+@run_log.captured
 def run_study(symbols: Sequence[str], config: Config, mode: str = "single", seeds: Sequence[int] = (0,),
               retrain_every: int = 252, progress: bool = True,
               groups: Optional[Sequence[Sequence[str]]] = None) -> StudyResult:
@@ -267,6 +269,7 @@ def run_study(symbols: Sequence[str], config: Config, mode: str = "single", seed
     report_dir = layout.report(study_id)
     if report_dir.exists():
         raise UserError(f"{report_dir} already exists; choose another paths.run_name")
+    run_log.attach(root, study_id)
     base_config = config.model_copy(deep=True)
     base_config.paths.run_name = None
     log.info("study %s: %s mode, %d %s x %d seeds", study_id, mode, len(groups or symbols),
@@ -289,7 +292,7 @@ def run_study(symbols: Sequence[str], config: Config, mode: str = "single", seed
     significance = book_significance(book, root, study_id, ppy)
     val_book = [r["model_val_sharpe"] for r in rows if r.get("model_val_sharpe") is not None]
     fingerprint = config_fingerprint(config, mode, seeds)
-    summary = {"study_id": study_id, "mode": mode, "seeds": seeds, "symbols": symbols,
+    summary = {"study_id": study_id, "kind": STUDY_KIND, "mode": mode, "seeds": seeds, "symbols": symbols,
                "config_fingerprint": fingerprint, "report_dir": str(report_dir),
                "synthetic": config.data.source == "synthetic", "cost_bps": config.profit.transaction_cost_bps,
                "sigma_target": config.profit.sigma_target, "rows": rows, "overall": summary_all,
@@ -297,10 +300,10 @@ def run_study(symbols: Sequence[str], config: Config, mode: str = "single", seed
     if groups is not None:
         summary["groups"] = [list(g) for g in groups]
     report_dir.mkdir(parents=True, exist_ok=False)
-    atomic.write_json(report_dir / "study.json", summary)
-    atomic.write_text(report_dir / "study.html", render_html(summary))
+    atomic.write_json(report_dir / "metrics.json", summary)
     register_trial(root, study_id, STUDY_KIND, symbols, float(np.median(val_book)) if val_book else None,
                    significance["sharpe"], mode=mode, config_fingerprint=fingerprint, seeds=seeds)
+    write_page(report_dir, render_html(summary))
     return StudyResult(study_id, report_dir, rows, summary_all, summary)
 
 
@@ -395,7 +398,7 @@ def format_study(result: StudyResult) -> str:
     b = s["book"]
     lines.append(f"equal-weight book of the {label}s: Sharpe {b['sharpe']:.2f} over {b['bars']} bars, "
                  f"PSR {b['psr']:.3f}, DSR {b['dsr']:.3f} (N={b['n_trials']} study runs under this output root)")
-    lines.append(f"study.json: {result.report_dir / 'study.json'}\nstudy.html: {result.report_dir / 'study.html'}")
+    lines.append(f"metrics: {result.report_dir / 'metrics.json'}\nreport: {result.report_dir / 'report.html'}")
     return "\n".join(lines)
 
 

@@ -69,6 +69,17 @@ class RunLogger:
             self.writer.close()
 
 
+def log_hparams(logdir: Path, config, params: dict, metrics: dict) -> None:
+    """TensorBoard's hparams view of a finished run: its settings next to its validation and test Sharpe
+    (`hparam/<name>`; an unknown Sharpe is logged as 0), so runs can be compared side by side."""
+    hp = RunLogger(logdir)
+    hp.hparams({"hidden_size": config.model.hidden_size, "num_layers": config.model.num_layers,
+                "learning_rate": config.training.learning_rate, "context_length": config.data.context_length,
+                "cost_bps": config.profit.transaction_cost_bps, **params},
+               {name: value or 0.0 for name, value in metrics.items()})
+    hp.close()
+
+
 def equity_figure(simulations: dict):
     """Validation equity curves (net of costs), one line per symbol."""
     import matplotlib

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from hftraining import checkpoint as ckpt
-from hftraining import distributed
+from hftraining import distributed, run_log
 from hftraining.config import Config
 from hftraining.data.panel import fingerprint, symbol_views
 from hftraining.evaluation import model_positions
@@ -61,6 +61,7 @@ class SingleRun:
     summary: dict
 
 
+@run_log.captured
 def run_single(symbol: str, config: Config, resume: Optional[Path] = None, progress: bool = True,
                on_step=None) -> SingleRun:
     """Train, select on validation, evaluate on test; the whole `hftrain single` job.
@@ -99,7 +100,7 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
                    trials=[Trial("single", [symbol])])
 
     def test(result: FitResult, run_dir: Path, meta: dict) -> Tested:
-        info = {"run_id": run_id, "run_dir": str(run_dir), "best_step": result.best_step,
+        info = {"run_id": run_id, "kind": "single", "run_dir": str(run_dir), "best_step": result.best_step,
                 "forecast_backend": prepared.panel.forecast.get(symbol, {}).get("backend", "none"),
                 "synthetic": meta.get("synthetic", False), "cost_per_turnover": config.cost_per_turnover}
         tested = evaluate_test(result.model, prepared, config, report_dir, info)[symbol]
@@ -119,23 +120,20 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
                "best_step": result.best_step, "steps_done": result.steps_done,
                "forecast_backend": info["forecast_backend"], "synthetic": info["synthetic"],
                "validation": result.best_metrics, "test": tested["model"],
-               "buy_and_hold": tested["baselines"]["buy_and_hold"], "edge_captured": tested.get("edge_captured"),
-               "report_html": done.report_html}
+               "buy_and_hold": tested["baselines"]["buy_and_hold"], "baselines": tested["baselines"],
+               "significance": tested.get("significance"), "cost_sensitivity": tested.get("cost_sensitivity"),
+               "edge_captured": tested.get("edge_captured"), "report_html": done.report_html,
+               "log": run_log.log_path(config.paths.root, run_id)}
     return SingleRun(result.model, done.run_dir, result.best_path, report_dir, tb_dir, result, tested, summary)
 
 
 def log_hparams(spec: RunSpec, result: FitResult, tested: dict) -> None:
     """TensorBoard's hparams view of a single run: its settings next to its validation and test Sharpe."""
-    from hftraining.tensorboard_log import RunLogger
+    from hftraining.tensorboard_log import log_hparams as write_hparams
 
-    config, symbol = spec.config, spec.prepared.panel.symbols[0]
-    hp = RunLogger(spec.tensorboard_dir)
-    hp.hparams({"symbol": symbol, "hidden_size": config.model.hidden_size, "num_layers": config.model.num_layers,
-                "learning_rate": config.training.learning_rate, "context_length": config.data.context_length,
-                "cost_bps": config.profit.transaction_cost_bps},
-               {"val_sharpe": result.best_metrics.get("sharpe_ratio", 0.0),
-                "test_sharpe": tested["model"]["sharpe_ratio"] or 0.0})
-    hp.close()
+    write_hparams(spec.tensorboard_dir, spec.config, {"symbol": spec.prepared.panel.symbols[0]},
+                  {"val_sharpe": result.best_metrics.get("sharpe_ratio"),
+                   "test_sharpe": tested["model"]["sharpe_ratio"]})
 
 
 def train_single_stock_with_profit(stock: str = "AAPL", config: Optional[Config] = None,

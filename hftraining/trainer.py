@@ -172,7 +172,7 @@ def fit(job: TrainingJob) -> FitResult:
              "nan_skipped": 0, "history": []}
     if job.resume:
         state.update(ckpt.load_training_state(job.run_dir, model, optimizer, generator))
-        log.info("resuming %s at step %d", job.run_dir, state["step"])
+        log.info("%s: resuming %s at step %d", job.kind, job.run_dir, state["step"])
 
     ddp = distributed.wrap(model, device, ctx, task.find_unused_parameters)   # the model itself in one process
     forward = torch.compile(ddp) if tcfg.compile else ddp
@@ -210,8 +210,8 @@ def fit(job: TrainingJob) -> FitResult:
                 state["bad_evals"] += 1
             if patience and state["bad_evals"] >= patience:
                 stop = True
-                log.info("early stop at step %d: validation %s has not improved for %d evaluations",
-                         step, tcfg.selection_metric, state["bad_evals"])
+                log.info("%s: early stop at step %d: validation %s has not improved for %d evaluations",
+                         job.kind, step, tcfg.selection_metric, state["bad_evals"])
         return distributed.broadcast(stop)
 
     step = state["step"]

@@ -23,12 +23,13 @@ from typing import Literal
 import numpy as np
 import torch
 
-from hftraining import atomic
+from hftraining import atomic, run_log
 from hftraining import checkpoint as ckpt
 from hftraining.config import Config
 from hftraining.data.panel import Panel, Scaler, Splits, build_panel, make_splits
 from hftraining.errors import UserError
 from hftraining.evaluation import buy_and_hold, model_positions, simulate
+from hftraining.html_report import write_report_html
 from hftraining.layout import Layout, new_run_id, normalize_symbol
 from hftraining.lifecycle import RunSpec, Tested, train_run
 from hftraining.prepare import Prepared
@@ -146,6 +147,7 @@ class WalkForwardResult:
     summary: dict
 
 
+@run_log.captured
 def run_walk_forward(stock: str, config: Config, retrain_every: int = 252, window: Window = "expanding",
                      progress: bool = True) -> WalkForwardResult:
     """Train every fold, stitch their test segments, simulate once, and write the reports."""
@@ -159,6 +161,7 @@ def run_walk_forward(stock: str, config: Config, retrain_every: int = 252, windo
     panel = build_panel([symbol], config, Path(config.paths.root), progress=progress)
     folds = make_folds(panel.n_time, config, retrain_every, window)
     group_id = config.paths.run_name or new_run_id("wf-")
+    run_log.attach(config.paths.root, group_id)
     report_dir = layout.report(group_id)
     log.info("walk-forward %s: %d folds of %d bars (%s window), embargo %d", symbol, len(folds), retrain_every,
              window, folds[0].embargo)
@@ -191,7 +194,8 @@ def run_walk_forward(stock: str, config: Config, retrain_every: int = 252, windo
                 "stitched": {**_span(panel, stitched), "model": report["model"], "baselines": report["baselines"],
                              "significance": report.get("significance")}}
     atomic.write_json(report_dir / "walk_forward.json", document)
-    summary = {"group_id": group_id, "symbol": symbol, "report_dir": str(report_dir), "folds": len(folds),
+    summary = {"group_id": group_id, "symbol": symbol, "report_dir": str(report_dir),
+               "report_html": write_report_html(report_dir, None), "folds": len(folds),
                "window": window, "retrain_every": retrain_every, "synthetic": synthetic,
                "test_start": report["test_start"], "test_end": report["test_end"], "test_bars": report["test_bars"],
                "test": report["model"], "buy_and_hold": report["baselines"]["buy_and_hold"],
@@ -202,6 +206,7 @@ def run_walk_forward(stock: str, config: Config, retrain_every: int = 252, windo
 
 # --- portfolio groups --------------------------------------------------------------------------------
 
+@run_log.captured
 def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every: int = 252,
                                window: Window = "expanding", base_run: Path | None = None,
                                progress: bool = True) -> WalkForwardResult:
@@ -230,7 +235,8 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
     every = rebalance_every(config)
     step = -(-retrain_every // every) * every
     if step != retrain_every:
-        log.info("walk-forward: retraining every %d bars (a multiple of the rebalance interval %d)", step, every)
+        log.info("walk-forward portfolio %s: retraining every %d bars (a multiple of the rebalance interval %d)",
+                 "_".join(symbols), step, every)
     panel = build_panel(symbols, config, Path(config.paths.root), progress=progress)
     folds = make_folds(panel.n_time, config, step, window)
     if base is not None:            # every fold's test bars out of the base's sample, checked before any training
@@ -238,6 +244,7 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
 
         check_out_of_sample(panel, folds[0].test, base, config.data.resolved_embargo, "first walk-forward test")
     group_id = config.paths.run_name or new_run_id("wf-")
+    run_log.attach(config.paths.root, group_id)
     runs = []
     for fold in folds:
         fold_cfg = config.model_copy(deep=True)
@@ -273,10 +280,12 @@ def run_walk_forward_portfolio(symbols: list[str], config: Config, retrain_every
         "group_id": group_id, "symbols": symbols, "window": window, "retrain_every": step, "embargo": folds[0].embargo,
         "synthetic": synthetic, "folds": fold_rows,
         "stitched": {**_span(panel, stitched), "model": report["model"], "baselines": report["baselines"]}})
-    summary = {"group_id": group_id, "symbol": "_".join(symbols), "report_dir": str(report_dir), "folds": len(folds),
+    summary = {"group_id": group_id, "symbol": "_".join(symbols), "report_dir": str(report_dir),
+               "report_html": write_report_html(report_dir, None), "folds": len(folds),
                "window": window, "retrain_every": step, "synthetic": synthetic, "test_start": report["test_start"],
                "test_end": report["test_end"], "test_bars": report["test_bars"], "test": report["model"],
-               "baselines": report["baselines"], "fold_runs": [r.summary["run_id"] for r in runs]}
+               "baselines": report["baselines"], "significance": report.get("significance"),
+               "cost_sensitivity": report.get("cost_sensitivity"), "fold_runs": [r.summary["run_id"] for r in runs]}
     fold_results = [FoldResult(fold, run.summary["run_id"], run.run_dir, run.test.targets, run.fit.best_metrics,
                                run.summary["test"], run.fit.best_step) for fold, run in zip(folds, runs, strict=True)]
     return WalkForwardResult(group_id, report_dir, fold_results, stitched, summary)

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_directories(pipeline):
         assert (root / "tensorboard" / "finetuned" / symbol / RUN).is_dir()
         assert (root / "reports" / RUN / f"{symbol}_metrics.json").is_file()
         assert (root / "reports" / RUN / f"{symbol}_test_returns.csv").is_file()
-    assert (root / "reports" / RUN / "report.json").is_file()
+    assert (root / "reports" / RUN / "metrics.json").is_file()
     assert pipeline["summary"]["base_run"] == str(base)
 
 
@@ -91,6 +92,41 @@ def test_tensorboard_tags(pipeline):
     ft_tags = scalar_tags(root / "tensorboard" / "finetuned" / "AAA" / RUN)
     assert design <= ft_tags
     assert not any(tag.startswith("profit/AAA/") for tag in ft_tags)    # one symbol: averages only
+
+
+def test_base_and_finetunes_log_hparams_like_single_runs(pipeline):
+    """TensorBoard's hparams view: the base's validation Sharpe and its test Sharpe averaged over stocks; each
+    fine-tune's own."""
+    root = pipeline["root"]
+    report = json.loads((root / "reports" / RUN / "metrics.json").read_text())
+
+    def hparam(folder: Path, name: str) -> float:
+        acc = EventAccumulator(str(folder))
+        acc.Reload()
+        return acc.Scalars(f"hparam/{name}")[-1].value
+
+    base_tb = root / "tensorboard" / "base" / RUN
+    assert hparam(base_tb, "test_sharpe") == pytest.approx(report["average"]["base"]["sharpe_ratio"], abs=1e-6)
+    base_meta = ckpt.read_json(root / "models" / "base" / RUN / "metadata.json")
+    assert hparam(base_tb, "val_sharpe") == pytest.approx(base_meta["validation"]["sharpe_ratio"], abs=1e-6)
+    for symbol in STOCKS:
+        expected = report["stocks"][symbol]["strategies"]["finetuned"]["sharpe_ratio"]
+        assert hparam(root / "tensorboard" / "finetuned" / symbol / RUN, "test_sharpe") == pytest.approx(
+            expected, abs=1e-6)
+
+
+def test_base_report_log_and_verdicts(pipeline):
+    """The same file names as every report (metrics.json, report.html), the run's log, a verdict per stock."""
+    root, summary = pipeline["root"], pipeline["summary"]
+    assert summary["report_html"] == str(root / "reports" / RUN / "report.html")
+    assert json.loads((root / "reports" / RUN / "metrics.json").read_text())["kind"] == "base"
+    assert summary["log"] == str(root / "logs" / f"{RUN}.log")
+    log_text = (root / "logs" / f"{RUN}.log").read_text()
+    assert f"base {','.join(STOCKS)}: positions scaled" in log_text and "finetune BBB:" in log_text
+    for symbol in STOCKS:
+        assert summary["verdict"][symbol].startswith("Against the best baseline: ")
+        assert f"{symbol}: {summary['verdict'][symbol]}" in pipeline["stderr"]        # --json: the table on stderr
+        assert summary["significance"][symbol]["bootstrap"]["low"] is not None
 
 
 def test_base_profit_average_is_mean_over_symbols(pipeline):
@@ -133,7 +169,7 @@ def test_finetune_metadata_scaler_and_schedule(pipeline):
 
 
 def test_report(pipeline):
-    report = json.loads((pipeline["root"] / "reports" / RUN / "report.json").read_text())
+    report = json.loads((pipeline["root"] / "reports" / RUN / "metrics.json").read_text())
     assert list(report["stocks"]) == STOCKS
     spans = {(v["test_start"], v["test_end"], v["test_bars"]) for v in report["stocks"].values()}
     assert len(spans) == 1                                       # every stock on the same test bars
@@ -162,7 +198,7 @@ def test_base_and_finetunes_are_registered_as_trials(pipeline):
     from hftraining.trials import read_trials
 
     records = read_trials(pipeline["root"])
-    report = json.loads((pipeline["root"] / "reports" / RUN / "report.json").read_text())
+    report = json.loads((pipeline["root"] / "reports" / RUN / "metrics.json").read_text())
     for symbol in STOCKS:
         mine = {r["kind"]: r for r in records if r["symbols"] == [symbol]}
         assert set(mine) == {"base", "finetuned"}
@@ -208,7 +244,7 @@ def test_finetune_later_on_a_symbol_the_base_never_saw(pipeline, capsys):
     base_meta = ckpt.read_json(base_dir / "metadata.json")
     assert meta["splits"]["test"] == base_meta["splits"]["test"]
     assert set(summary["test"]) == {"finetuned", "base", *BASELINES}
-    assert (Path(summary["report_dir"]) / "report.json").is_file()
+    assert (Path(summary["report_dir"]) / "metrics.json").is_file()
     assert "never saw this symbol" in captured.err
 
 
@@ -219,7 +255,7 @@ def test_no_finetune_with_single_from_scratch(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert not (tmp_path / "models" / "finetuned" / "AAA" / "r").exists()
     assert (tmp_path / "models" / "finetuned" / "AAA" / "r-scratch" / "model.safetensors").is_file()
-    report = json.loads((tmp_path / "reports" / "r" / "report.json").read_text())
+    report = json.loads((tmp_path / "reports" / "r" / "metrics.json").read_text())
     assert set(report["stocks"]["BBB"]["strategies"]) == {"base", "single", *BASELINES}
 
 
@@ -254,6 +290,16 @@ def test_pipeline_with_portfolio(tmp_path, capsys):
     for name in ("train", "val", "test"):        # the portfolio tests on the base's test dates, never its sample
         assert meta["splits"][name]["end"] == base_splits[name]["end"], name
     assert meta["splits"]["test"]["start"] == base_splits["test"]["start"]
+    # the portfolio stage is reported like the others (with --json, the human results are on stderr)
+    err = captured.err
+    portfolio = result["portfolios"]["AAA_BBB"]
+    assert "pipeline stage 3: portfolio AAA_BBB" in err and "equal_weight" in err.split("stage 3")[1]
+    assert f"report: {portfolio['report_dir']}/report.html" in err and f"run: {portfolio['run_dir']}" in err
+    assert result["verdict"]["portfolios"]["AAA_BBB"].startswith("Against the best baseline: ")
+    info = [line for line in err.splitlines() if line.startswith("INFO:")]
+    assert info
+    for line in info:                                # every INFO line names its stage and a symbol
+        assert re.match(r"INFO: (base|finetune|portfolio|single|data) \S*(AAA|BBB)", line), line
 
 
 def test_helpers():

@@ -85,7 +85,7 @@ def test_base_on_two_gloo_ranks_equals_one_process_with_the_global_batch(tmp_pat
     ddp_dir, one_dir = Path(ddp["base_run"]), Path(one["base_run"])
     assert [p.name for p in ddp_dir.parent.iterdir()] == ["r"]       # one run folder, one report
     assert [p.name for p in Path(ddp["report_dir"]).parent.iterdir()] == ["r"]
-    assert (Path(ddp["report_dir"]) / "report.json").is_file()
+    assert (Path(ddp["report_dir"]) / "metrics.json").is_file()
     meta = json.loads((ddp_dir / "metadata.json").read_text())
     assert meta["world_size"] == 2 and meta["global_batch_size"] == 16 and meta["status"] == "completed"
     a = load_file(ddp_dir / "last" / "state.safetensors")

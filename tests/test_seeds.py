@@ -34,8 +34,9 @@ def test_cli_seeds_trains_one_run_per_seed(tmp_path, capsys):
     assert code == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
-    assert summary["seeds"] == [0, 1] and "mean±std" in captured.err
-    doc = json.loads((tmp_path / "reports" / summary["group_id"] / "seeds.json").read_text())
+    assert summary["seeds"] == [0, 1] and "mean±std" in captured.err     # --json: the table is on stderr
+    report = tmp_path / "reports" / summary["group_id"]
+    doc = json.loads((report / "metrics.json").read_text())
     ids = [r["run_id"] for r in doc["runs"]]
     assert ids == [f"{summary['group_id']}-seed0", f"{summary['group_id']}-seed1"]
     for r in doc["runs"]:
@@ -45,5 +46,10 @@ def test_cli_seeds_trains_one_run_per_seed(tmp_path, capsys):
     assert doc["test"]["sharpe_ratio"]["mean"] == pytest.approx(np.mean(sharpe))
     assert doc["test"]["sharpe_ratio"]["std"] == pytest.approx(np.std(sharpe, ddof=1))
     assert "sharpe_ratio" in doc["validation"] and doc["buy_and_hold"]["trade_count"] == 1
+    assert doc["kind"] == "seeds" and set(doc["baselines"]) >= {"buy_and_hold", "momentum"}
+    page = (report / "report.html").read_text()                     # the group's page links each seed's report
+    assert summary["report_html"] == str(report / "report.html") and "mean over seeds" in page
+    assert all(f'href="../{r["run_id"]}/report.html"' in page for r in doc["runs"])
+    assert summary["verdict"].startswith("Against the best baseline: ")
     assert main(["single", "--stock", "DEMO", "--config", str(TINY), "--seed", "3", "--seeds", "0", "1"]) == 2
     assert "--seed and --seeds" in capsys.readouterr().err

@@ -68,7 +68,8 @@ def run_study(root: Path, *extra: str) -> dict:
                      "--set", "data.forecast_backend=none", "--set", "data.synthetic_bars=500", "--steps", "6",
                      "--out", str(root), "--json", "--quiet", *extra])
     assert code == 0, err.getvalue()
-    return {"stdout": out.getvalue(), "summary": json.loads(out.getvalue().strip().splitlines()[-1])}
+    assert len(out.getvalue().strip().splitlines()) == 1           # --json: stdout is the JSON line alone
+    return {"table": err.getvalue(), "summary": json.loads(out.getvalue().strip().splitlines()[-1])}
 
 
 @pytest.mark.slow
@@ -76,12 +77,12 @@ def test_study_end_to_end_writes_json_html_and_counts_every_study(tmp_path, one_
     first = run_study(tmp_path, "--seeds", "0", "1")
     s = first["summary"]
     report = Path(s["report_dir"])
-    assert (report / "study.json").is_file() and (report / "study.html").is_file()
-    assert json.loads((report / "study.json").read_text())["overall"] == s["overall"]
+    assert (report / "metrics.json").is_file() and (report / "report.html").is_file()
+    assert json.loads((report / "metrics.json").read_text())["overall"] == s["overall"]
     assert [r["symbol"] for r in s["rows"]] == ["SYNA", "SYNB"]
     assert all(r["seeds"] == [0, 1] and r["oracle_sharpe"] is not None for r in s["rows"])
     assert s["book"]["n_trials"] == 1
-    assert "model wins:" in first["stdout"] and "edge captured" in first["stdout"]
+    assert "model wins:" in first["table"] and "edge captured" in first["table"]
     second = run_study(tmp_path, "--mode", "base", "--seeds", "0")
     assert second["summary"]["book"]["n_trials"] == 2          # the first study counts against the second
     trials = [json.loads(line) for line in (tmp_path / "trials.jsonl").read_text().splitlines()]
@@ -164,7 +165,7 @@ def test_portfolio_study_end_to_end_on_tiny_synthetic(tmp_path, one_torch_thread
             assert row[f"{name}_sharpe"] == pytest.approx(runs[0]["baselines"][name]["sharpe_ratio"])
     assert s["overall"]["n_vs_equal_weight"] == 2 and "equal_weight_sharpe_median" in s["overall"]
     assert s["book"]["n_trials"] == 2                                      # the earlier study counts
-    stdout = out.getvalue()
-    assert "group" in stdout and "1/N" in stdout and "vs equal_weight" in stdout and "DSR" in stdout
-    page = (Path(s["report_dir"]) / "study.html").read_text()
+    table = err.getvalue()                                                 # --json: the table is on stderr
+    assert "group" in table and "1/N" in table and "vs equal_weight" in table and "DSR" in table
+    page = (Path(s["report_dir"]) / "report.html").read_text()
     assert "SYNC_SYND_SYNE" in page and "1/N" in page

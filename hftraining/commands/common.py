@@ -1,4 +1,10 @@
-"""What every command shares: the config built from the common options, stderr text, the --json line.
+"""What every command shares: the config built from the common options, where results are printed, --json.
+
+Streams: results (tables, summaries, the run, report and TensorBoard paths) go to stdout, so
+`hftrain single ... > out.txt` keeps them; logs, warnings and progress bars go to stderr. With
+`--json`, stdout holds exactly one line, the JSON summary, and the human-readable results move to
+stderr (a terminal still shows them; `... --json > out.json` is valid JSON). Results are never
+wrapped: a path stays whole on one line, on a terminal and in a file.
 
 `ConfigOptions` carries the options most commands take (`--config`, `--set`, `--out`, `--source`,
 `--data-dir`, `--start`, `--end`, `--steps`, `--device`, `--seed`, `--forecast-backend`); `--steps`
@@ -121,7 +127,7 @@ RESUME_IGNORES = {"config": "--config", "out": "--out", "source": "--source", "d
 
 def resume_config(resume: Path, options: "ConfigOptions", stock: Optional[str] = None,
                   steps_key: str = "training.max_steps"):
-    """The config to continue `resume` with, or None when that run already finished (said in one line).
+    """The config to continue `resume` with, or None when that run already finished (`finished` says so).
 
     A resume never quietly trains something else: a flag it would ignore, a --stock other than the run's or a
     step count (`steps_key`, which --steps sets) other than the run's is refused in one line.
@@ -149,20 +155,22 @@ def resume_config(resume: Path, options: "ConfigOptions", stock: Optional[str] =
     overrides = [item for item in options.set_ or [] if parse_override(item)[0] != steps_key]   # equal: a no-op
     meta = ckpt.read_json(Path(resume) / ckpt.METADATA)
     if meta.get("status") == "completed":
-        say(f"{resume}: this run already finished ({meta.get('steps_done', planned)} steps, best step "
-            f"{meta.get('best_step')}); nothing to resume, nothing trained or registered again. Report: "
-            f"{meta.get('report_dir') or 'see the run folder'}")
         return None
     return resumed_config(resume, overrides, options.device)
 
 
-def finished_summary(resume: Path) -> dict:
-    """The --json line of a --resume that found its run finished: what the run recorded, nothing recomputed."""
+def finished(out: "Output", resume: Path, runs_list: bool = False) -> None:
+    """A --resume that found its run finished: say so (a result, on stdout) and, with --json, what the run
+    recorded, nothing recomputed (`runs_list`: inside {"runs": [...]}, as `hftrain portfolio` prints)."""
     from hftraining import checkpoint as ckpt
 
     meta = ckpt.read_json(Path(resume) / ckpt.METADATA)
+    out.line(f"{resume}: this run already finished ({meta.get('steps_done')} steps, best step "
+             f"{meta.get('best_step')}); nothing to resume, nothing trained or registered again. Report: "
+             f"{meta.get('report_dir') or 'see the run folder'}")
     keys = ("run_id", "kind", "symbols", "status", "steps_done", "best_step", "report_dir", "validation", "test")
-    return {"already_finished": True, "run_dir": str(Path(resume).resolve()), **{k: meta.get(k) for k in keys}}
+    summary = {"already_finished": True, "run_dir": str(Path(resume).resolve()), **{k: meta.get(k) for k in keys}}
+    out.json_summary({"runs": [summary]} if runs_list else summary)
 
 
 def emit_json(summary: dict) -> None:
@@ -171,24 +179,47 @@ def emit_json(summary: dict) -> None:
     sys.stdout.flush()
 
 
-def say(text: str) -> None:
-    """A line (or block) for the user on stderr; stdout is kept for --json."""
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+class Output:
+    """Where a command prints its results: stdout, or stderr when `--json` keeps stdout for the JSON line."""
 
+    def __init__(self, json_: bool = False):
+        from rich.console import Console
 
-def console():
-    from rich.console import Console
+        self.json = json_
+        # soft_wrap: rich never breaks a line (paths stay whole); highlight off: no guessed colours
+        self.console = Console(file=sys.stderr if json_ else sys.stdout, soft_wrap=True, highlight=False,
+                               emoji=False)
 
-    return Console(stderr=True)
+    def title(self, text: str, style: str = "bold") -> None:
+        """A heading, styled on a terminal and plain in a file."""
+        from rich.text import Text
 
+        self.console.print("")
+        self.console.print(Text(text, style=style))
 
-def plain(console, text: str, table: bool = False) -> None:
-    """Print without rich markup or highlighting; a table (`table=True`) is never wrapped."""
-    if table:
-        console.print(text, markup=False, highlight=False, soft_wrap=True)
-    else:
-        console.print(text, markup=False, highlight=False)
+    def line(self, text: str = "", style: Optional[str] = None) -> None:
+        """Text as written: no markup, no highlighting, no wrapping."""
+        self.console.print(text, markup=False, style=style)
+
+    def paths(self, **paths) -> None:
+        """`name: path` lines (run, report, tensorboard, ...), each path whole on its line."""
+        for name, path in paths.items():
+            if path is not None:
+                self.line(f"{name}: {path}")
+
+    def json_summary(self, summary: dict) -> None:
+        """With `--json`: the summary as the last line of stdout (nothing otherwise)."""
+        if self.json:
+            emit_json(summary)
+
+    def verdict(self, rows: dict[str, dict]) -> Optional[str]:
+        """The one-line verdict against the best baseline (hftraining.verdict, as report.html says it)."""
+        from hftraining.verdict import against_best_baseline
+
+        text = against_best_baseline(rows)
+        if text is not None:
+            self.line(text)
+        return text
 
 
 def symbols_of(values: Optional[list[str]]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from hftraining.commands.common import ConfigOptions, emit_json, say, symbols_of, universe
+from hftraining.commands.common import ConfigOptions, Output, symbols_of, universe
 from hftraining.config import Config
 from hftraining.data.universe import load_universe_bars
 from hftraining.errors import UserError
@@ -40,7 +40,8 @@ def shard_symbols(symbols: list[str], index: int, count: int) -> list[str]:
     return symbols[index::count]
 
 
-def fill_forecast_cache(config: Config, progress: bool = True, shard: Optional[str] = None) -> dict:
+def fill_forecast_cache(config: Config, progress: bool = True, shard: Optional[str] = None,
+                        out: Optional[Output] = None) -> dict:
     """Forecast features of this shard's symbols into the cache; one line per symbol (windows, seconds, hits).
 
     The command exists to fill one backend's cache, so a backend that cannot run here is an error: a fallback
@@ -67,12 +68,13 @@ def fill_forecast_cache(config: Config, progress: bool = True, shard: Optional[s
     bars = load_universe_bars(symbols, config, progress=progress and len(symbols) > 1, warmup=True)
     prices = {symbol: b["adj_close"].to_numpy(np.float64) for symbol, b in bars.items()}
     rows = precompute(prices, config.data, layout.forecast_cache, progress=progress)
+    out = out or Output()
     for row in rows:
         used = row["backend"]
         if row["backend"] != row["requested"]:
             used += f" (requested {row['requested']})"
-        say(f"{row['symbol']}: {used}, {row['windows']} windows, {row['computed']} computed, "
-            f"{row['cache_hits']} from cache, {row['seconds']:.2f} s")
+        out.line(f"{row['symbol']}: {used}, {row['windows']} windows, {row['computed']} computed, "
+                 f"{row['cache_hits']} from cache, {row['seconds']:.2f} s")
     return {"cache_dir": str(layout.forecast_cache), "shard": f"{index}/{count}", "symbols": rows}
 
 
@@ -90,9 +92,9 @@ def forecast(stocks: Optional[list[str]], stocks_file: Optional[Path], options: 
     cfg = ConfigOptions(options.config, options.set_, options.out, options.source, options.data_dir, options.start,
                         options.end, forecast_backend=backend).build(
         symbols=universe(stocks, stocks_file, "forecast"), extra=extra)
-    summary = fill_forecast_cache(cfg, progress=not quiet, shard=shard)
-    if json_:
-        emit_json(summary)
+    out = Output(json_)
+    summary = fill_forecast_cache(cfg, progress=not quiet, shard=shard, out=out)
+    out.json_summary(summary)
 
 
 def _load_for_data(stocks: list[str], options: ConfigOptions, quiet: bool = False):
@@ -116,10 +118,10 @@ def data_fetch(stocks: Optional[list[str]], stocks_file: Optional[Path], options
                         "with --data-dir DIR")
     rows = {symbol: {**summarize(bars), "origin": bars.attrs.get("origin")}
             for symbol, bars in _load_for_data(symbols, replace(options, source="yahoo"), quiet)}
+    out = Output(json_)
     for symbol, info in rows.items():
-        say(f"{symbol}: {info['rows']} bars {info['first_date']} .. {info['last_date']} ({info['origin']})")
-    if json_:
-        emit_json(rows)
+        out.line(f"{symbol}: {info['rows']} bars {info['first']} .. {info['last']} ({info['origin']})")
+    out.json_summary(rows)
 
 
 def data_validate(stocks: Optional[list[str]], stocks_file: Optional[Path], options: ConfigOptions,
@@ -129,10 +131,10 @@ def data_validate(stocks: Optional[list[str]], stocks_file: Optional[Path], opti
 
     rows = {symbol: summarize(bars) for symbol, bars in
             _load_for_data(universe(stocks, stocks_file, "data validate"), options, quiet)}
+    out = Output(json_)
     for symbol, info in rows.items():
-        say(f"{symbol}: ok, " + ", ".join(f"{k}={v}" for k, v in info.items()))
-    if json_:
-        emit_json(rows)
+        out.line(f"{symbol}: ok, " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    out.json_summary(rows)
 
 
 def data_show(stock: str, rows: int, options: ConfigOptions, json_: bool = False) -> None:
@@ -141,16 +143,17 @@ def data_show(stock: str, rows: int, options: ConfigOptions, json_: bool = False
 
     [(symbol, bars)] = _load_for_data([stock], options, quiet=True)
     features = compute_features(bars).tail(rows).round(4)
-    sys.stdout.write(f"{symbol}: {bars.attrs.get('origin')}\n")
-    sys.stdout.write(bars.tail(rows).to_string() + "\n")
-    sys.stdout.write(features.to_string() + "\n")
-    if json_:
-        def records(frame):
-            return [{"date": f"{day:%Y-%m-%d}", **{k: (None if v != v else v) for k, v in row.items()}}
-                    for day, row in zip(frame.index, frame.to_dict("records"), strict=True)]
+    out = Output(json_)
+    out.line(f"{symbol}: {bars.attrs.get('origin')}")
+    out.line(bars.tail(rows).to_string())
+    out.line(features.to_string())
 
-        emit_json({"symbol": symbol, "origin": bars.attrs.get("origin"), "bars": records(bars.tail(rows)),
-                   "features": records(features)})
+    def records(frame):
+        return [{"date": f"{day:%Y-%m-%d}", **{k: (None if v != v else v) for k, v in row.items()}}
+                for day, row in zip(frame.index, frame.to_dict("records"), strict=True)]
+
+    out.json_summary({"symbol": symbol, "origin": bars.attrs.get("origin"), "bars": records(bars.tail(rows)),
+                      "features": records(features)})
 
 
 def config_show(config: Optional[Path], set_: Optional[list[str]], describe: bool = False) -> None:
@@ -168,6 +171,7 @@ def config_validate(paths: list[Path], set_: Optional[list[str]] = None) -> None
     """Validate config files (each with the --set overrides); the first problem is reported with its dotted key."""
     from hftraining.config import load_config
 
+    out = Output()
     for path in paths:
         load_config(path, set_)
-        say(f"{path}: ok")
+        out.line(f"{path}: ok")

@@ -6,11 +6,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from hftraining.commands.common import ConfigOptions, console, emit_json, plain
+from hftraining.commands.common import ConfigOptions, Output, significance_line
 from hftraining.config import Config
 from hftraining.errors import UserError
 
-TABLE_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "period_win_rate", "trade_count", "rebal_turnover"]
+TABLE_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "volatility", "period_win_rate", "trade_count",
+              "rebal_turnover"]
 
 
 def group_configs(pairs: list[str], options: ConfigOptions) -> list[tuple[list[str], Config]]:
@@ -49,14 +50,11 @@ def portfolio(pairs: Optional[list[str]], options: ConfigOptions, base_run: Opti
         if pairs or walk_forward or base_run is not None:
             raise UserError("--resume continues one run with its own groups and base; drop --pairs, --base and "
                             "--walk-forward")
-        from hftraining.commands.common import resume_config
+        from hftraining.commands.common import finished, resume_config
 
         cfg = resume_config(resume, options, steps_key="portfolio.max_steps")
         if cfg is None:                             # already finished: nothing to do
-            if json_:
-                from hftraining.commands.common import finished_summary
-
-                emit_json({"runs": [finished_summary(resume)]})
+            finished(Output(json_), resume, runs_list=True)
             return []
         groups = [(list(cfg.data.symbols), cfg)]
     elif not pairs:
@@ -64,39 +62,47 @@ def portfolio(pairs: Optional[list[str]], options: ConfigOptions, base_run: Opti
     else:
         groups = group_configs(pairs, options)
     results = []
+    out = Output(json_)
     for group, group_cfg in groups:
         if walk_forward:
             result = run_walk_forward_portfolio(group, group_cfg, retrain_every or 252,
                                                 walk_forward_window or "expanding", base_run, progress=not quiet)
             from hftraining.commands.single import print_walk_forward
 
-            print_walk_forward(result)
+            result.summary["verdict"] = print_walk_forward(out, result)
         else:
             start_time = time.time()
             result = run_portfolio(group, group_cfg, base_run=base_run, progress=not quiet, resume=resume)
             if not is_main_process():               # under torchrun rank 0 alone prints
                 continue
             result.summary["seconds"] = round(time.time() - start_time, 1)
-            print_portfolio(result)
+            result.summary["verdict"] = print_portfolio(out, result.summary)
         results.append(result)
     if not is_main_process():
         return results
-    if json_:
-        emit_json({"runs": [r.summary for r in results]})
+    out.json_summary({"runs": [r.summary for r in results]})
     return results
 
 
-def print_portfolio(run) -> None:
-    """The policy's test table against 1/N, buy-and-hold, each asset and minimum variance; its mean weights."""
+def print_portfolio(out: Output, s: dict, title: bool = True) -> Optional[str]:
+    """The policy's test table against 1/N, buy-and-hold, each asset, minimum variance and momentum; the verdict
+    against the best of them, significance, its mean weights and where things are. Returns the verdict."""
     from hftraining.report import format_table
 
-    out = console()
-    s = run.summary
     label = " (SYNTHETIC market)" if s["synthetic"] else ""
     weights = ", ".join(f"{k} {v:.2f}" for k, v in s["mean_weights"].items())
-    out.print(f"\n[bold]portfolio {'_'.join(s['symbols'])}{label}[/] test {s['test_start']} .. {s['test_end']} "
-              f"({s['test_bars']} bars, rebalance every {s['rebalance_every']}, net of "
-              f"{s['cost_per_turnover'] * 1e4:g} bps per unit turnover)")
-    plain(out, format_table({"policy": s["test"], **s["baselines"]}, TABLE_KEYS), table=True)
-    out.print(f"mean target weights: {weights}\nrun: {run.run_dir}\nreport: {run.report_dir}\n"
-              f"tensorboard: tensorboard --logdir {run.tensorboard_dir.parent.parent}")
+    heading = (f"portfolio {'_'.join(s['symbols'])}{label} test {s['test_start']} .. {s['test_end']} "
+               f"({s['test_bars']} bars, rebalance every {s['rebalance_every']}, net of "
+               f"{s['cost_per_turnover'] * 1e4:g} bps per unit turnover)")
+    if title:
+        out.title(heading)
+    else:
+        out.line(heading)
+    out.line(format_table({"policy": s["test"], **s["baselines"]}, TABLE_KEYS))
+    verdict = out.verdict({"model": s["test"], **s["baselines"]})
+    if s.get("significance"):
+        out.line(significance_line(s))
+    out.line(f"mean target weights: {weights}")
+    out.paths(run=s["run_dir"], report=s.get("report_html") or s["report_dir"], log=s.get("log"),
+              tensorboard=f"tensorboard --logdir {Path(s['tensorboard_dir']).parent.parent}")
+    return verdict

@@ -5,16 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from hftraining.commands.common import (
-    ConfigOptions,
-    console,
-    emit_json,
-    finished_summary,
-    plain,
-    resume_config,
-    significance_line,
-    symbols_of,
-)
+from hftraining.commands.common import ConfigOptions, Output, finished, resume_config, significance_line, symbols_of
 from hftraining.errors import UserError
 
 SUMMARY_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "volatility", "mean_abs_position",
@@ -37,17 +28,16 @@ def single(stock: Optional[str], options: ConfigOptions, resume: Optional[Path] 
     if resume is not None:
         cfg = resume_config(resume, options, stock=stock)
         if cfg is None:                             # already finished: nothing to do
-            if json_:
-                emit_json(finished_summary(resume))
+            finished(Output(json_), resume)
             return
     else:
         cfg = options.build(symbols=symbols_of([stock]) if stock else None)
     run = run_single(cfg.data.symbols[0], cfg, resume=resume, progress=not quiet)
     if not is_main_process():                       # under torchrun rank 0 alone prints
         return
-    print_single(run)
-    if json_:
-        emit_json(run.summary)
+    out = Output(json_)
+    verdict = print_single(out, run)
+    out.json_summary({**run.summary, "verdict": verdict})
 
 
 def _variant(stock: Optional[str], options: ConfigOptions, resume: Optional[Path], walk_forward: bool,
@@ -64,74 +54,78 @@ def _variant(stock: Optional[str], options: ConfigOptions, resume: Optional[Path
         raise UserError("--seed and --seeds cannot be combined; use --seeds alone")
     cfg = options.build(symbols=symbols_of([stock]) if stock else None)
     stock = cfg.data.symbols[0]
+    out = Output(json_)
     if walk_forward:
         from hftraining.walk_forward import run_walk_forward
 
         result = run_walk_forward(stock, cfg, retrain_every or 252, window or "expanding", progress=not quiet)
-        print_walk_forward(result)
+        verdict = print_walk_forward(out, result)
     else:
         from hftraining.seeds import run_seeds
 
         result = run_seeds(stock, cfg, seeds, progress=not quiet)
-        print_seeds(result)
-    if json_:
-        emit_json(result.summary)
+        verdict = print_seeds(out, result)
+    out.json_summary({**result.summary, "verdict": verdict})
 
 
-def print_single(run) -> None:
-    """The test table of one run (model, buy-and-hold, momentum, oracle), significance and where things are."""
+def print_single(out: Output, run) -> Optional[str]:
+    """The test table of one run (model, buy-and-hold, momentum, oracle), the verdict against the best
+    baseline, significance and where things are. Returns the verdict."""
     from hftraining.report import format_table
 
-    out = console()
     label = " (SYNTHETIC market)" if run.summary["synthetic"] else ""
-    out.print(f"\n[bold]{run.summary['symbol']}{label}[/] test {run.test['test_start']} .. {run.test['test_end']} "
+    rows = {"model": run.test["model"], **run.test["baselines"]}
+    out.title(f"{run.summary['symbol']}{label} test {run.test['test_start']} .. {run.test['test_end']} "
               f"({run.test['test_bars']} bars, net of costs, forecaster: {run.summary['forecast_backend']})")
-    plain(out, format_table({"model": run.test["model"], **run.test["baselines"]}, SUMMARY_KEYS), table=True)
-    plain(out, f"(*_at_target: rescaled to {run.test.get('sigma_target', 0.15):.0%} annual volatility; "
-               "mean_abs_position: average |traded position|)")
-    if run.test.get("edge_captured") is not None:
-        plain(out, f"edge captured: {run.test['edge_captured']:.2f} of the oracle's Sharpe")
-    plain(out, significance_line(run.test))
-    out.print(f"run: {run.run_dir}\nreport: {run.summary.get('report_html') or run.report_dir}\n"
-              f"tensorboard: tensorboard --logdir {run.tensorboard_dir.parent.parent}")
+    out.line(format_table(rows, SUMMARY_KEYS))
+    out.line(f"(volatility: annualised, of the net returns; mean_abs_position: average |traded position|; "
+             f"*_at_target: rescaled to {run.test.get('sigma_target', 0.15):.0%} annual volatility)")
+    verdict = out.verdict(rows)
+    out.line(significance_line(run.test))
+    out.paths(run=run.run_dir, report=run.summary.get("report_html") or run.report_dir,
+              log=run.summary.get("log"),
+              tensorboard=f"tensorboard --logdir {run.tensorboard_dir.parent.parent}")
+    return verdict
 
 
-def print_walk_forward(result) -> None:
-    """Per-fold and stitched test metrics of a walk-forward (single stock or portfolio group)."""
+def print_walk_forward(out: Output, result) -> Optional[str]:
+    """Per-fold and stitched test metrics of a walk-forward (single stock or portfolio group); the verdict."""
     from hftraining.report import format_table
 
-    out = console()
     s = result.summary
     label = " (SYNTHETIC market)" if s["synthetic"] else ""
-    out.print(f"\n[bold]{s['symbol']}{label}[/] walk-forward, {s['folds']} folds ({s['window']}, retrain every "
+    out.title(f"{s['symbol']}{label} walk-forward, {s['folds']} folds ({s['window']}, retrain every "
               f"{s['retrain_every']} bars): stitched test {s['test_start']} .. {s['test_end']} "
               f"({s['test_bars']} bars, net of costs)")
     rows = {f"fold {r.fold.index} ({len(r.fold.test)} bars)": r.test for r in result.folds}
     rows.update({"stitched": s["test"], **s["baselines"]})
-    plain(out, format_table(rows), table=True)
+    out.line(format_table(rows))
+    verdict = out.verdict({"model": s["test"], **s["baselines"]})
     if s.get("significance"):
-        plain(out, significance_line(s))
-    out.print(f"report: {result.report_dir}")
+        out.line(significance_line(s))
+    out.paths(report=s.get("report_html") or result.report_dir)
+    return verdict
 
 
-def print_seeds(result) -> None:
+def print_seeds(out: Output, result) -> Optional[str]:
+    """Per-seed test rows, mean ± std, buy-and-hold; the verdict on the mean test Sharpe over seeds."""
     from hftraining.seeds import format_seeds_table
 
-    out = console()
     s = result.summary
     label = " (SYNTHETIC market)" if s["synthetic"] else ""
-    out.print(f"\n[bold]{s['symbol']}{label}[/] {len(s['seeds'])} seeds, test {s['test_start']} .. "
+    out.title(f"{s['symbol']}{label} {len(s['seeds'])} seeds, test {s['test_start']} .. "
               f"{s['test_end']} (net of costs; rows per seed are test metrics)")
-    plain(out, format_seeds_table(result), table=True)
-    out.print(f"report: {result.report_dir / 'seeds.json'}")
+    out.line(format_seeds_table(result))
+    mean = (s["test"].get("sharpe_ratio") or {}).get("mean")
+    verdict = out.verdict({"model": {"sharpe_ratio": mean}, **(s.get("baselines") or {})})
+    out.paths(report=s.get("report_html") or result.report_dir)
+    return verdict
 
 
 def study(stocks: Optional[list[str]], stocks_file: Optional[Path], mode: str, pairs: Optional[list[str]],
           seeds: Optional[list[int]], walk_forward: bool, retrain_every: int, options: ConfigOptions,
           json_: bool = False, quiet: bool = False) -> None:
-    """`hftrain study`: one config over many tickers (or groups); the table on stdout, study.json beside it."""
-    import sys
-
+    """`hftrain study`: one config over many tickers (or groups); the table, metrics.json and report.html."""
     from hftraining.data.universe import read_stocks_file
     from hftraining.study import format_study, run_study
 
@@ -151,9 +145,9 @@ def study(stocks: Optional[list[str]], stocks_file: Optional[Path], mode: str, p
     cfg = options.build(symbols=list(dict.fromkeys(symbols)), extra=portfolio_steps, use_steps=not groups)
     result = run_study(cfg.data.symbols, cfg, mode, seeds or [cfg.training.seed], retrain_every,
                        progress=not quiet, groups=groups)
-    sys.stdout.write(format_study(result) + "\n")
-    if json_:
-        emit_json(result.summary)
+    out = Output(json_)
+    out.line(format_study(result))
+    out.json_summary(result.summary)
 
 
 def study_groups(pairs: Optional[list[str]], mode: str, stocks: list[str]) -> tuple[list[list[str]], list[str]]:

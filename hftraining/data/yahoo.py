@@ -284,7 +284,7 @@ def fetch_yahoo(symbols: list[str], data: DataConfig, raw_cache: Path
         through = _recorded_through(path)
         if through is not None and not (wanted_through > through and wants_newer):
             if wanted_through > through:
-                log.info("%s: using cached bars through %s (data.refresh downloads newer ones)", symbol, through)
+                log.info("data %s: using cached bars through %s (data.refresh downloads newer ones)", symbol, through)
             continue                                # up to date: read later, where it is used
         try:
             bars, through = _read_cache(path, symbol)
@@ -296,7 +296,7 @@ def fetch_yahoo(symbols: list[str], data: DataConfig, raw_cache: Path
             top_ups.setdefault(bars.index[-1].date(), []).append(symbol)
         else:
             if wanted_through > through:
-                log.info("%s: using cached bars through %s (data.refresh downloads newer ones)", symbol, through)
+                log.info("data %s: using cached bars through %s (data.refresh downloads newer ones)", symbol, through)
             loaded[symbol] = _label(bars, path)
 
     def store(symbol: str, result: pd.DataFrame | UserError) -> None:
