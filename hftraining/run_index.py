@@ -61,8 +61,9 @@ def describe(folder: Path, registered: dict[str, dict]) -> Optional[dict]:
         return None
     if not isinstance(summary, dict):
         return None
-    name = folder.name if folder.parent.name != "paper" else f"{folder.parent.name}/{folder.name}"
-    record = registered.get(folder.name) or {}
+    paper = folder.parent.parent.name == "paper"              # paper/<run>/<SYMBOL>: not a trial
+    name = f"{folder.parent.name}/{folder.name}" if paper else folder.name
+    record = {} if paper else registered.get(folder.name) or {}
     kind = summary.get("kind") or record.get("kind") or ("base" if "stocks" in summary else "single")
     date = record.get("date") or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(path.stat().st_mtime))
     report = folder / "report.html"

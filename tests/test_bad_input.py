@@ -12,6 +12,7 @@ Run `pytest tests/test_bad_input.py -s` to see every message (lines starting `ME
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -121,7 +122,7 @@ def test_unsorted_and_duplicated_dates_are_repaired_with_a_warning(symbol, warni
     assert code == 0, captured.err
     assert "Traceback" not in captured.err
     assert any(line.startswith("WARNING:") and warning in line for line in captured.err.splitlines()), captured.err
-    assert f"{symbol}: ok, rows=400" in captured.err
+    assert f"{symbol}: ok, rows=400" in captured.out                        # the result on stdout
     assert_untouched(before, snapshot(root))
     shown = next(line for line in captured.err.splitlines() if "WARNING" in line)
     print(f"\nMESSAGE | repaired {symbol} | {shown} | exit 0")
@@ -139,8 +140,11 @@ def test_training_on_repaired_bars_succeeds(tmp_path, csv_dir, root, capsys):
     assert code == 0, captured.err
     warnings = [line for line in captured.err.splitlines() if line.startswith("WARNING:")]
     assert any("sorted them" in w for w in warnings) and any("duplicated dates" in w for w in warnings)
-    assert_untouched(before, snapshot(root), appended=("trials.jsonl",))
+    assert_untouched(before, snapshot(root), appended=("trials.jsonl", "reports/index.html"))   # the index grows
     assert (root / "models/finetuned/MESSY").is_dir()
+    log = Path(json.loads(captured.out)["log"])        # the run's log keeps the warnings logged while loading
+    assert log.parent == root / "logs"
+    assert "sorted them" in log.read_text() and "duplicated dates" in log.read_text()
 
 
 # --- Yahoo ---------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_base_on_two_gloo_ranks_equals_one_process_with_the_global_batch(tmp_pat
 
     ddp_dir, one_dir = Path(ddp["base_run"]), Path(one["base_run"])
     assert [p.name for p in ddp_dir.parent.iterdir()] == ["r"]       # one run folder, one report
-    assert [p.name for p in Path(ddp["report_dir"]).parent.iterdir()] == ["r"]
+    assert sorted(p.name for p in Path(ddp["report_dir"]).parent.iterdir()) == ["index.html", "r"]
     assert (Path(ddp["report_dir"]) / "metrics.json").is_file()
     meta = json.loads((ddp_dir / "metadata.json").read_text())
     assert meta["world_size"] == 2 and meta["global_batch_size"] == 16 and meta["status"] == "completed"
@@ -116,7 +116,7 @@ def test_portfolio_on_two_gloo_ranks_equals_one_process_with_the_global_batch(tm
     ddp, one = ddp["runs"][0], one["runs"][0]
 
     _same_training(ddp, one, Path(ddp["run_dir"]), Path(one["run_dir"]))
-    assert [p.name for p in Path(ddp["report_dir"]).parent.iterdir()] == ["r"]     # one report
+    assert sorted(p.name for p in Path(ddp["report_dir"]).parent.iterdir()) == ["index.html", "r"]     # one report
     for key in ("sharpe_ratio", "total_return"):
         assert ddp["test"][key] == pytest.approx(one["test"][key], rel=1e-3, abs=1e-6)
     w_ddp = pd.read_csv(Path(ddp["report_dir"]) / "weights.csv").drop(columns="date").to_numpy()

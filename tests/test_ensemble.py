@@ -89,7 +89,9 @@ def test_cli_ensemble(runs, capsys):
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary["ensemble_run"].startswith("ensemble-") and "ensemble" in captured.err
-    assert (root / "reports" / summary["ensemble_run"] / "metrics.json").is_file()
+    report = root / "reports" / summary["ensemble_run"]
+    assert (report / "metrics.json").is_file() and summary["report_html"] == str(report / "report.html")
+    assert "Ensemble" in (report / "report.html").read_text()
     assert main(["ensemble", "--models", str(paths[0]), str(root / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
 

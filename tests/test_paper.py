@@ -150,6 +150,12 @@ def test_cli_paper_replay_prints_json(setup, tmp_path, capsys):
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary["bars_traded"] == 8 and summary["bars_seen"] == REPLAY_BARS
     assert captured.err.count(" DEMO close=") == 8                          # one line per bar on stderr
+    # like every run, a paper state folder holds metrics.json and report.html (the traded bars vs buy-and-hold)
+    metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert metrics["kind"] == "paper" and metrics["test_bars"] == 7          # the last position earns nothing yet
+    assert metrics["model"]["total_return"] == pytest.approx(summary["total_return"], abs=1e-12)
+    assert summary["report_html"] == str(tmp_path / "s" / "report.html")
+    assert "Paper trading" in (tmp_path / "s" / "report.html").read_text()
     # a later start changes what is traded, not what the model decides on those bars
     np.testing.assert_array_equal(decisions(tmp_path / "s")["position"], decisions(setup["reference"])["position"][-8:])
     assert main(["paper", "--model", str(setup["run"]), "--feed", "nope"]) == 2

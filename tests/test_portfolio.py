@@ -421,6 +421,8 @@ def test_cli_portfolio_on_tiny_synthetic(tmp_path, capsys):
     assert len(returns) == metrics["test_bars"]
     np.testing.assert_allclose(returns.filter(like="weight_").sum(axis=1), 1.0, atol=1e-9)
     assert (report / "weights.csv").is_file()
+    assert summary["report_html"] == str(report / "report.html") and metrics["kind"] == "portfolio"
+    assert summary["verdict"].startswith("Against the best baseline: ") and summary["verdict"] in captured.err
     tags = scalar_tags(out / "tensorboard" / "portfolio" / "AAA_BBB" / "t1")
     assert {"train/loss", "train/learning_rate", "eval/loss", "profit/total_return", "profit/sharpe_ratio",
             "profit/period_win_rate", "profit/max_drawdown", "profit/trade_count", "portfolio/weight/AAA",

@@ -112,7 +112,10 @@ def test_cli_walk_forward_and_bad_combinations(tmp_path, capsys):
                  "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["folds"] == 2 and summary["window"] == "rolling" and len(summary["fold_runs"]) == 2
-    assert (tmp_path / "reports" / summary["group_id"] / "walk_forward.json").is_file()
+    report = tmp_path / "reports" / summary["group_id"]
+    assert (report / "walk_forward.json").is_file() and (report / "metrics.json").is_file()
+    assert summary["report_html"] == str(report / "report.html")
+    assert "Walk-forward" in (report / "report.html").read_text()
     assert main([*common, "--retrain-every", "60"]) == 2
     assert "need --walk-forward" in capsys.readouterr().err
     assert main([*common, "--walk-forward", "--seeds", "0", "1"]) == 2
@@ -136,6 +139,7 @@ def test_cli_portfolio_walk_forward_stitches_one_book(tmp_path, capsys):
         assert fold["train"]["end"] < fold["val"]["start"] <= fold["val"]["end"] < fold["test"]["start"]
     metrics = json.loads((report / "metrics.json").read_text())
     assert {"equal_weight", "min_variance"} <= set(metrics["baselines"])
+    assert (report / "report.html").is_file() and summary["significance"]["psr"] is not None
     # the stitched book is one registered trial, with significance like any portfolio run
     from hftraining.trials import read_trials
 
