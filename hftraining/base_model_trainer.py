@@ -21,7 +21,7 @@ import torch
 
 from hftraining import checkpoint as ckpt
 from hftraining import distributed, run_log
-from hftraining.comparison import report_info, simulate_test_range, write_comparison
+from hftraining.comparison import report_info, simulate_test_range, stock_significance, write_comparison
 from hftraining.config import Config
 from hftraining.data.panel import fingerprint, symbol_slice
 from hftraining.errors import UserError
@@ -192,7 +192,7 @@ def _run_base_pipeline(symbols: list[str], config: Config, finetune: bool, base_
                "finetuned": {s: str(ft.run_dir) for s, ft in finetuned.items()},
                "synthetic": info["synthetic"], "average": report["average"],
                "stocks": {s: v["strategies"] for s, v in report["stocks"].items()},
-               "significance": {s: v["significance"] for s, v in report["stocks"].items()},
+               "significance": {s: stock_significance(report_dir, s) for s in report["stocks"]},
                "report_html": write_report_html(report_dir, base.run_dir),
                "log": run_log.log_path(config.paths.root, base.run_id)}
     return BasePipelineRun(base, finetuned, report_dir, report, summary)
@@ -236,7 +236,7 @@ def _finetune_report(ft: FinetuneRun):
                "tensorboard_dir": str(ft.tensorboard_dir), "report_dir": str(report_dir),
                "steps": ft.metadata["steps"], "synthetic": info["synthetic"],
                "test": report["stocks"][ft.symbol]["strategies"],
-               "significance": report["stocks"][ft.symbol]["significance"],
+               "significance": stock_significance(report_dir, ft.symbol),
                "report_html": write_report_html(report_dir, ft.run_dir),
                "log": run_log.log_path(config.paths.root, ft.run_id)}
     return ft, report, summary

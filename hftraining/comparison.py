@@ -61,8 +61,7 @@ def write_comparison(report_dir: Path, sims_by_symbol: dict[str, dict[str, Simul
         summary = write_test_report(report_dir, sims[lead], others, {**info, **extra}, prefix=f"{symbol}_")
         stocks[symbol] = {"test_start": summary["test_start"], "test_end": summary["test_end"],
                           "test_bars": summary["test_bars"], "runs": runs.get(symbol, {}), "model_name": lead,
-                          "strategies": {lead: summary["model"], **summary["baselines"]},
-                          "significance": summary.get("significance")}
+                          "strategies": {lead: summary["model"], **summary["baselines"]}}
     average = {}
     for name in STRATEGIES:
         rows = {s: v["strategies"][name] for s, v in stocks.items() if name in v["strategies"]}
@@ -80,6 +79,14 @@ def write_comparison(report_dir: Path, sims_by_symbol: dict[str, dict[str, Simul
                                    stock["strategies"][name].get("sharpe_ratio"),
                                    run_dir=stock["runs"].get(name))
     return report
+
+
+def stock_significance(report_dir: Path, symbol: str) -> dict | None:
+    """The significance of a stock's leading model as its <SYMBOL>_metrics.json holds it now (the DSR's N is
+    recounted there whenever the report is rewritten, so it is not copied into the comparison's metrics.json)."""
+    import json
+
+    return json.loads((Path(report_dir) / f"{symbol}_metrics.json").read_text()).get("significance")
 
 
 def lead_significance(sim: Simulation, root: Path, trial_id: str, symbol: str, new: bool, ppy: int) -> dict:

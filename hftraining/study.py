@@ -28,7 +28,7 @@ import pandas as pd
 from hftraining import atomic, run_log
 from hftraining.config import Config, to_yaml
 from hftraining.errors import UserError
-from hftraining.html_report import write_page
+from hftraining.html_report import write_page, write_report_html
 from hftraining.layout import Layout, new_run_id, parse_symbols
 from hftraining.metrics import sharpe_ratio
 from hftraining.significance import deflated_sharpe_ratio, probabilistic_sharpe_ratio
@@ -121,6 +121,7 @@ def run_base_mode(symbols: list[str], config: Config, seeds: Sequence[int], stud
         report_dir = Layout.at(cfg.paths.root).report(base.run_id)
         info = {"run_id": base.run_id, "run_dir": str(base.run_dir), "kind": "base", "study": study_id}
         summaries = evaluate_test(base.model, base.prepared, cfg, report_dir, info)
+        write_report_html(report_dir, base.run_dir)           # like every report folder: metrics.json + report.html
         panel, splits = base.prepared.panel, base.prepared.splits
         x = torch.from_numpy(base.prepared.scaler.transform(panel)).to(next(base.model.parameters()).device)
         for symbol, one, s, rows, val_bars in symbol_views(panel, x, splits.val):  # ragged: on its own bars
