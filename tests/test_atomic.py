@@ -107,6 +107,8 @@ ALLOWED = {
     ("forecasting/cache.py", "np.savez("): "into that temp file's handle (same callback)",
     ("paper.py", "with open(path, \"a\""): "append-only decision journal, fsynced; the state counts its lines "
                                          "and _read_lines drops lines written after the last state",
+    ("run_log.py", "self.stream = open(path, \"a\""): "append-only run log (logs/<run>.log), flushed per line; "
+                                                  "nothing reads it back, a crash loses at most its last line",
     ("trials.py", "fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND"):
         "append-only trial registry: one write() per line, readers skip a torn line",
 }

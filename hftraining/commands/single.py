@@ -108,7 +108,7 @@ def print_walk_forward(out: Output, result) -> Optional[str]:
 
 
 def print_seeds(out: Output, result) -> Optional[str]:
-    """Per-seed test rows, mean ± std, buy-and-hold; the verdict on the mean test Sharpe over seeds."""
+    """Per-seed test rows, mean ± std, the baselines; the verdict on the mean test Sharpe over seeds."""
     from hftraining.seeds import format_seeds_table
 
     s = result.summary
