@@ -51,5 +51,7 @@ def test_cli_seeds_trains_one_run_per_seed(tmp_path, capsys):
     assert summary["report_html"] == str(report / "report.html") and "mean over seeds" in page
     assert all(f'href="../{r["run_id"]}/report.html"' in page for r in doc["runs"])
     assert summary["verdict"].startswith("Against the best baseline: ")
+    (report / "report.html").unlink()
+    assert main(["report", str(report)]) == 0 and "mean over seeds" in (report / "report.html").read_text()
     assert main(["single", "--stock", "DEMO", "--config", str(TINY), "--seed", "3", "--seeds", "0", "1"]) == 2
     assert "--seed and --seeds" in capsys.readouterr().err

@@ -79,6 +79,8 @@ def test_study_end_to_end_writes_json_html_and_counts_every_study(tmp_path, one_
     report = Path(s["report_dir"])
     assert (report / "metrics.json").is_file() and (report / "report.html").is_file()
     assert json.loads((report / "metrics.json").read_text())["overall"] == s["overall"]
+    (report / "report.html").unlink()                   # `hftrain report` redraws a study's own page
+    assert main(["report", str(report)]) == 0 and "Equal-weight book" in (report / "report.html").read_text()
     assert [r["symbol"] for r in s["rows"]] == ["SYNA", "SYNB"]
     assert all(r["seeds"] == [0, 1] and r["oracle_sharpe"] is not None for r in s["rows"])
     assert s["book"]["n_trials"] == 1
