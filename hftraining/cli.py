@@ -508,11 +508,11 @@ app.add_typer(runs_app, name="runs")
 
 
 @runs_app.command("list")
-def runs_list(out: Optional[Path] = OutOpt, json_: bool = JsonOpt):
+def runs_list(out: Optional[Path] = OutOpt, json_: bool = JsonOpt, quiet: bool = QuietOpt):
     """One row per report: name, kind, symbols, date, test net Sharpe, report page; rewrites reports/index.html."""
     from hftraining.commands import runs as command
 
-    command.runs_list(out, json_=json_)
+    command.runs_list(out, json_=json_, quiet=quiet)
 
 
 # --- entry point -------------------------------------------------------------------------------

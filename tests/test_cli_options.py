@@ -55,7 +55,7 @@ def options_of(text: str) -> set[str]:
 # --- one option vocabulary ------------------------------------------------------------------------
 
 WRITERS = ["single", "study", "forecast", "base", "finetune", "portfolio", "pipeline", "backtest", "ensemble",
-           "paper", "report", "data fetch", "data validate", "data show"]
+           "paper", "report", "data fetch", "data validate", "data show", "runs list"]
 CONFIG_READERS = ["single", "study", "forecast", "base", "finetune", "portfolio", "pipeline", "backtest",
                   "data fetch", "data validate", "data show", "config show", "config validate"]
 
@@ -231,7 +231,7 @@ def test_resume_refuses_flags_it_would_not_honour(extra, expect, finished_run, c
 def test_resume_with_its_own_stock_and_steps_is_fine(finished_run, capsys):
     root, run = finished_run
     assert main(["single", "--resume", str(run), "-q", "--stock", "DEMO", "--steps", "6"]) == 0
-    assert "already finished" in capsys.readouterr().err
+    assert "already finished" in capsys.readouterr().out                # a result: on stdout
 
 
 def test_data_fetch_of_a_csv_folder_says_fetch_is_for_yahoo(tmp_path, capsys, monkeypatch):

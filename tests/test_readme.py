@@ -38,7 +38,7 @@ def table_entries() -> dict[str, set[str]]:
         words = usage.split()
         assert words[0] == "hftrain", usage
         path = [words[1]]
-        if words[1] in ("data", "config"):
+        if words[1] in ("data", "config", "runs"):
             path.append(words[2])
         options = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", usage))
         heads = [p.split("|") for p in path]

@@ -133,6 +133,17 @@ def test_single_ticker_frames_flat_and_multiindex(monkeypatch, tmp_path, flat):
     assert call["progress"] is False and call["threads"] is False
 
 
+def test_cli_data_fetch_says_what_it_stored_on_stdout(monkeypatch, tmp_path, capsys):
+    from hftraining.cli import main
+
+    install(monkeypatch, FakeDownload({"AAPL": history("2021-01-04", 100)}))
+    assert main(["data", "fetch", "--stocks", "AAPL", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("AAPL: 100 bars 2021-01-04 .. ") and "Traceback" not in captured.err
+    assert main(["data", "fetch", "--stocks", "AAPL", "--out", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["AAPL"]["rows"] == 100        # --json: the only stdout line
+
+
 def test_multi_ticker_frame_picks_the_requested_one(monkeypatch, tmp_path):
     aapl = history("2021-01-04", 40, seed=1).drop(index=pd.Timestamp("2021-01-12"))
     msft = history("2021-01-04", 40, seed=2)

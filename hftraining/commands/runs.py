@@ -9,9 +9,10 @@ from hftraining.commands.common import Output
 from hftraining.errors import UserError
 
 
-def runs_list(out: Optional[Path] = None, json_: bool = False) -> list[dict]:
+def runs_list(out: Optional[Path] = None, json_: bool = False, quiet: bool = False) -> list[dict]:
     """Print one row per report (name, kind, symbols, date, test net Sharpe, report page), oldest first, and
-    rewrite the root's reports/index.html so the page matches the table."""
+    rewrite the root's reports/index.html so the page matches the table. (`quiet`: the vocabulary every writing
+    command shares; there is no progress bar to silence.)"""
     from hftraining.layout import Layout
     from hftraining.run_index import format_runs, list_runs, write_index
 
