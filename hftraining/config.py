@@ -350,32 +350,25 @@ def did_you_mean(path: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+# Pydantic error types -> plain words; "{ge}" and the like are filled from the error's context.
+PLAIN_WORDS = {
+    "greater_than_equal": "must be at least {ge}", "greater_than": "must be greater than {gt}",
+    "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
+    "int_parsing": "must be a whole number", "int_from_float": "must be a whole number",
+    "int_type": "must be a whole number", "float_parsing": "must be a number", "float_type": "must be a number",
+    "bool_parsing": "must be true or false", "bool_type": "must be true or false", "string_type": "must be text",
+    "list_type": "must be a list, e.g. [AAPL, MSFT]", "model_type": "must be a section (a mapping of keys)",
+    "dict_type": "must be a section (a mapping of keys)",
+}
+
+
 def plain_words(error: dict) -> str:
     """Pydantic's message for a bad value, in plain words ("must be at least 1")."""
-    ctx, kind = {k: format(v, "g") if isinstance(v, float) else v for k, v in (error.get("ctx") or {}).items()}, \
-        error["type"]
-    if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']}"
-    if kind == "greater_than":
-        return f"must be greater than {ctx['gt']}"
-    if kind == "less_than_equal":
-        return f"must be at most {ctx['le']}"
-    if kind == "less_than":
-        return f"must be less than {ctx['lt']}"
-    if kind == "literal_error":
+    ctx = {k: format(v, "g") if isinstance(v, float) else v for k, v in (error.get("ctx") or {}).items()}
+    if error["type"] == "literal_error":
         return "must be one of " + ctx["expected"].replace("'", "").replace(" or ", ", ")
-    if kind in ("int_parsing", "int_from_float", "int_type"):
-        return "must be a whole number"
-    if kind in ("float_parsing", "float_type"):
-        return "must be a number"
-    if kind in ("bool_parsing", "bool_type"):
-        return "must be true or false"
-    if kind == "string_type":
-        return "must be text"
-    if kind == "list_type":
-        return "must be a list, e.g. [AAPL, MSFT]"
-    if kind in ("model_type", "dict_type"):
-        return "must be a section (a mapping of keys)"
+    if error["type"] in PLAIN_WORDS:
+        return PLAIN_WORDS[error["type"]].format(**ctx)
     return error["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
 
 
