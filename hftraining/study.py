@@ -28,6 +28,7 @@ import pandas as pd
 from hftraining import atomic, run_log
 from hftraining.config import Config, to_yaml
 from hftraining.errors import UserError
+from hftraining.html_page import page
 from hftraining.html_report import write_page, write_report_html
 from hftraining.layout import Layout, new_run_id, parse_symbols
 from hftraining.metrics import sharpe_ratio
@@ -409,21 +410,19 @@ def render_html(summary: dict) -> str:
     all_columns, _, label, _ = _layout(summary)
     columns = [c for c in all_columns if any(r.get(c[0]) is not None for r in summary["rows"])]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
-    body = "".join(
+    ticker_rows_html = "".join(
         "<tr><td>" + html.escape(r["symbol"]) + "</td>"
         + "".join(f"<td>{_cell(r.get(key))}</td>" for key, _ in columns) + "</tr>" for r in summary["rows"])
     stats = "".join(f"<tr><td>{html.escape(k)}</td><td>{_cell(v)}</td></tr>" for k, v in o.items())
     book = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_cell(v))}</td></tr>" for k, v in b.items())
-    synthetic = ("<p class='banner'>SYNTHETIC market: not real prices</p>" if summary.get("synthetic") else "")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>study {html.escape(summary['study_id'])}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
-padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}.banner{{background:#fdd;padding:6px}}</style>
-</head><body><h1>Study {html.escape(summary['study_id'])}</h1>{synthetic}
-<p>Mode {html.escape(summary['mode'])}, seeds {summary['seeds']}, net of {summary['cost_bps']:g} bps. Test net
-Sharpe per ticker (model: mean over seeds, ± their std), validation Sharpe beside it; tot@σ is the total return
+    synthetic = ('<div class="banner synthetic">SYNTHETIC market: not real prices</div>'
+                 if summary.get("synthetic") else "")
+    body = f"""<h1>Study {html.escape(summary['study_id'])}</h1>{synthetic}
+<p class="sub">Mode {html.escape(summary['mode'])}, seeds {summary['seeds']}, net of {summary['cost_bps']:g} bps. Test
+net Sharpe per ticker (model: mean over seeds, ± their std), validation Sharpe beside it; tot@σ is the total return
 rescaled to {summary['sigma_target']:.0%} annual volatility. Choose configurations by validation, never by test.</p>
-<table><tr><th>{label}</th>{head}</tr>{body}</table>
-<h2>Overall</h2><table>{stats}</table>
-<h2>Equal-weight book and its Deflated Sharpe</h2><table>{book}</table>
-<h2>Configuration</h2><pre>{html.escape(str(summary.get('config_fingerprint')))}</pre>
-</body></html>"""
+<div class="card"><table><tr><th>{label}</th>{head}</tr>{ticker_rows_html}</table></div>
+<h2>Overall</h2><div class="card"><table class="narrow">{stats}</table></div>
+<h2>Equal-weight book and its Deflated Sharpe</h2><div class="card"><table class="narrow">{book}</table></div>
+<h2>Configuration</h2><pre>{html.escape(str(summary.get('config_fingerprint')))}</pre>"""
+    return page(f"Study {summary['study_id']}", body)
