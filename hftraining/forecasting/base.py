@@ -217,11 +217,15 @@ def _build(data: DataConfig, requested: str) -> Backend:
     )
 
 
-def warn_once(message: str) -> None:
-    """Log a warning the first time this process sees it (one per cause, not one per symbol)."""
+def log_once(message: str, level: int = logging.WARNING) -> None:
+    """Log a message the first time this process sees it (one per cause, not one per symbol)."""
     if message not in _WARNED:
         _WARNED.add(message)
-        log.warning(message)
+        log.log(level, message)
+
+
+def warn_once(message: str) -> None:
+    log_once(message, logging.WARNING)
 
 
 _AUTO: dict[tuple, tuple[str, str]] = {}
@@ -246,10 +250,7 @@ def choose_auto(data: DataConfig) -> tuple[str, str]:
             choice = ("toto", "a CUDA device and toto-ts are available")
         _AUTO[key] = choice
     backend, why = _AUTO[key]
-    message = f"forecaster: {backend} (data.forecast_backend auto: {why})"
-    if message not in _WARNED:
-        _WARNED.add(message)
-        log.info(message)
+    log_once(f"forecaster: {backend} (data.forecast_backend auto: {why})", logging.INFO)
     return backend, why
 
 
