@@ -2,7 +2,9 @@
 
 Why: a model's net Sharpe means little alone. Buy-and-hold says whether it beats owning the asset;
 volatility-scaled time-series momentum (Moskowitz, Ooi & Pedersen 2012) says whether it beats the
-oldest systematic rule there is. On a synthetic market the oracle, who knows the planted drift,
+oldest systematic rule there is. The volatility-targeted long (a raw position of +1 every bar, sized in
+risk units exactly like the model's) says whether training learned any timing beyond what risk sizing
+alone gives: a model that only learned "be long" matches it. On a synthetic market the oracle, who knows the planted drift,
 says how much edge there was to capture. Portfolio runs add 1/N and minimum variance (hftraining.portfolio_sim)
 as extra entries of the same dict.
 
@@ -77,15 +79,32 @@ def oracle(panel: Panel, symbol: int, decisions: range, config) -> Optional[Simu
     return simulate(panel, symbol, decisions, positions, config.tracker, d.periods_per_year)
 
 
+def vol_long(panel: Panel, symbol: int, decisions: range, config) -> Optional[Simulation]:
+    """Always long one unit of risk: raw +1 sized by the run's own risk sizing, same costs as the model.
+
+    None under `profit.position_sizing: fraction`, where it would be buy-and-hold again.
+    """
+    if config.profit.position_sizing != "risk":
+        return None
+    from hftraining.sizing import traded_positions
+
+    positions = traded_positions(np.ones(len(decisions)), panel, symbol, decisions, config)
+    return simulate(panel, symbol, decisions, positions, config.tracker, config.data.periods_per_year)
+
+
 def single_asset_baselines(panel: Panel, symbol: int, decisions: range, tracker: TrackerConfig,
                            periods_per_year: int = 252, config=None) -> dict[str, Simulation]:
     """The baselines of a one-asset report: buy-and-hold and momentum, same bars, same costs.
 
-    Given the run's config, a synthetic market also gets its oracle (see `oracle`).
+    Given the run's config, the volatility-targeted long (risk sizing only) and, on a synthetic market,
+    the oracle join them (see `vol_long` and `oracle`).
     """
     out = {"buy_and_hold": buy_and_hold(panel, symbol, decisions, tracker, periods_per_year),
            "momentum": momentum(panel, symbol, decisions, tracker, periods_per_year)}
-    known = oracle(panel, symbol, decisions, config) if config is not None else None
-    if known is not None:
-        out["oracle"] = known
+    if config is None:
+        return out
+    for name, sim in (("vol_long", vol_long(panel, symbol, decisions, config)),
+                      ("oracle", oracle(panel, symbol, decisions, config))):
+        if sim is not None:
+            out[name] = sim
     return out

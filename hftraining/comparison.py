@@ -23,12 +23,12 @@ from hftraining.report import add_row_metrics, write_test_report
 COMPARISON = "metrics.json"      # every stock's rows and the average; each stock's own file is <SYMBOL>_metrics.json
 
 # Order of the strategies in the report; `finetuned` is the product, the rest are its comparisons.
-STRATEGIES = ["finetuned", "base", "single", "buy_and_hold", "momentum", "oracle"]
+STRATEGIES = ["finetuned", "base", "single", "buy_and_hold", "momentum", "vol_long", "oracle"]
 
 
 def simulate_test_range(models: dict[str, torch.nn.Module], prepared: Prepared,
                         config: Config) -> dict[str, Simulation]:
-    """Every model and the baselines (buy-and-hold, momentum, the oracle on synthetic data) on the same test
+    """Every model and the baselines (buy-and-hold, momentum, the vol-targeted long, the oracle on synthetic data) on the same test
     bars of a one-symbol panel, with the same costs."""
     panel, splits = prepared.panel, prepared.splits
     x = torch.from_numpy(prepared.scaler.transform(panel))

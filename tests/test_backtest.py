@@ -103,7 +103,7 @@ def test_python_api_and_trial_registry(trained):
     result = backtest_model(trained["run_dir"], start_date="2000-01-01", data_dir=trained["full"], html=False)
     assert result.in_sample and result.html is None
     assert result.start == trained["meta"]["splits"]["train"]["start"]
-    assert set(result.baselines) == {"buy_and_hold", "momentum"}
+    assert set(result.baselines) == {"buy_and_hold", "momentum", "vol_long"}
     assert result.summary["significance"]["deflated"]["n_trials"] == 1
     assert result.report_dir.parent == trained["out"] / "reports"
 

@@ -29,7 +29,7 @@ from hftraining.finetune import check_compatible, finetune_steps, load_model, wi
 SMALL = ["--set", "data.forecast_backend=none", "--set", "data.synthetic_bars=400"]
 RUN = "t1"
 STOCKS = ["AAA", "BBB", "CCC"]
-BASELINES = {"buy_and_hold", "momentum", "oracle"}        # the oracle: synthetic markets only
+BASELINES = {"buy_and_hold", "momentum", "vol_long", "oracle"}        # the oracle: synthetic markets only
 
 
 class RecordingAdamW(torch.optim.AdamW):

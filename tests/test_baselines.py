@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hftraining.baselines import momentum, momentum_positions, single_asset_baselines
-from hftraining.config import TrackerConfig
+from hftraining.baselines import momentum, momentum_positions, single_asset_baselines, vol_long
+from hftraining.config import Config, TrackerConfig
 from hftraining.data.panel import Panel
 from hftraining.evaluation import simulate
 
@@ -80,6 +80,34 @@ def test_momentum_simulation_uses_the_same_bars_and_costs():
     assert set(both) == {"buy_and_hold", "momentum"}
     assert (both["buy_and_hold"].positions == 0.8).all()
     assert len(both["buy_and_hold"].frame) == len(both["momentum"].frame) == len(decisions)
+
+
+def test_vol_long_is_one_unit_of_risk_sized_from_earlier_returns_only():
+    """+1 raw every bar, sized to sigma_target by a plain-loop EWMA volatility of returns closed before the bar."""
+    from tests.test_sizing import reference_vol
+
+    rng = np.random.default_rng(5)
+    close = 50 * np.exp(np.cumsum(0.02 * rng.standard_normal(400)))
+    panel, decisions = panel_of(close), range(250, 390)
+    config = Config(tracker=TrackerConfig(max_position_size=0.9))
+    sim = vol_long(panel, 0, decisions, config)
+    returns = panel.returns[:, 0]
+    span = config.profit.vol_span
+    for k, t in enumerate(decisions):
+        expected = min(0.9, config.profit.sigma_target / reference_vol(returns, t, span, 20))
+        assert sim.positions[k] == pytest.approx(expected, rel=1e-9)
+    assert 0.2 < sim.positions.mean() < 0.9                    # ~32% volatility: about half a unit
+    later = close.copy()
+    later[300:] *= np.exp(np.cumsum(0.05 * rng.standard_normal(100)))      # a wilder future from bar 300
+    changed = vol_long(panel_of(later), 0, decisions, config)
+    np.testing.assert_array_equal(changed.positions[: 300 - 250 + 1], sim.positions[: 300 - 250 + 1])
+    assert not np.array_equal(changed.positions, sim.positions)
+    direct = simulate(panel, 0, decisions, sim.positions, config.tracker)
+    np.testing.assert_allclose(sim.frame["net_return"], direct.frame["net_return"])
+    assert set(single_asset_baselines(panel, 0, decisions, config.tracker, config=config)) == {
+        "buy_and_hold", "momentum", "vol_long"}
+    fraction = config.model_copy(update={"profit": config.profit.model_copy(update={"position_sizing": "fraction"})})
+    assert vol_long(panel, 0, decisions, fraction) is None      # it would be buy-and-hold again
 
 
 def test_portfolio_momentum_book_against_plain_loops():
