@@ -4,9 +4,9 @@ Why: a model's net Sharpe means little alone. Buy-and-hold says whether it beats
 volatility-scaled time-series momentum (Moskowitz, Ooi & Pedersen 2012) says whether it beats the
 oldest systematic rule there is. The volatility-targeted long (a raw position of +1 every bar, sized in
 risk units exactly like the model's) says whether training learned any timing beyond what risk sizing
-alone gives: a model that only learned "be long" matches it. On a synthetic market the oracle, who knows the planted drift,
-says how much edge there was to capture. Portfolio runs add 1/N and minimum variance (hftraining.portfolio_sim)
-as extra entries of the same dict.
+alone gives: a model that only learned "be long" matches it. On a synthetic market the oracle, who
+knows the planted drift, says how much edge there was to capture. Portfolio runs add 1/N and minimum
+variance (hftraining.portfolio_sim) as extra entries of the same dict.
 
 Momentum, at decision bar t (decided at close t, earning close t -> t+1), with a one-bar lag so
 it only uses closes up to t-1:

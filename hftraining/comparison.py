@@ -28,8 +28,8 @@ STRATEGIES = ["finetuned", "base", "single", "buy_and_hold", "momentum", "vol_lo
 
 def simulate_test_range(models: dict[str, torch.nn.Module], prepared: Prepared,
                         config: Config) -> dict[str, Simulation]:
-    """Every model and the baselines (buy-and-hold, momentum, the vol-targeted long, the oracle on synthetic data) on the same test
-    bars of a one-symbol panel, with the same costs."""
+    """Every model and the baselines (buy-and-hold, momentum, the vol-targeted long, the oracle on synthetic
+    data) on the same test bars of a one-symbol panel, with the same costs."""
     panel, splits = prepared.panel, prepared.splits
     x = torch.from_numpy(prepared.scaler.transform(panel))
     ppy = config.data.periods_per_year

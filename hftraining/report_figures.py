@@ -11,8 +11,8 @@ import pandas as pd
 
 from hftraining.report_data import TRAINING_TAGS
 
-COLORS = {"model": "#1f5fbf", "buy_and_hold": "#7f7f7f", "momentum": "#e07b00", "vol_long": "#8c564b", "equal_weight": "#2ca02c",
-          "min_variance": "#9467bd"}
+COLORS = {"model": "#1f5fbf", "buy_and_hold": "#7f7f7f", "momentum": "#e07b00", "vol_long": "#8c564b",
+          "equal_weight": "#2ca02c", "min_variance": "#9467bd"}
 NAMES = {"model": "Model", "buy_and_hold": "Buy & hold", "momentum": "TS momentum (12m sign, vol-scaled)",
          "vol_long": "Long, vol-targeted (risk sizing only)",
          "equal_weight": "1/N rebalanced", "buy_and_hold_equal": "1/N buy & hold", "min_variance": "Minimum variance"}

@@ -3,9 +3,9 @@
 Why: one ticker's test Sharpe is mostly luck (its standard error is about 1 / sqrt(years)). A study
 runs the same config on every ticker (and seed), compares each with buy-and-hold, momentum, the
 volatility-targeted long and, on synthetic markets, the oracle on the same bars and costs, and
-summarises with medians, means and wins out of N. Each study is itself a trial: its equal-weight book of the tickers' test returns
-gets a Deflated Sharpe whose N counts every study run under the same output root, so trying twenty
-configurations and reporting the best one is visible in the number.
+summarises with medians, means and wins out of N. Each study is itself a trial: its equal-weight book
+of the tickers' test returns gets a Deflated Sharpe whose N counts every study run under the same
+output root, so trying twenty configurations and reporting the best one is visible in the number.
 
 Modes: `single` trains one model per ticker and seed; `base` trains one pooled model per seed and
 evaluates it per ticker; `walk_forward` retrains each ticker's model every N bars and stitches its

@@ -83,7 +83,8 @@ def page(report) -> Path:
 def test_page_has_every_section_and_is_self_contained(page):
     assert list(hr.load_series(page.parent)) == ["model", "buy_and_hold", "momentum", "vol_long"]
     page = page.read_text()
-    for text in ["SYNTHETIC DATA", "Net performance vs baselines", "Buy &amp; hold", "TS momentum", "Long, vol-targeted", "PSR",
+    for text in ["SYNTHETIC DATA", "Net performance vs baselines", "Buy &amp; hold", "TS momentum",
+                 "Long, vol-targeted", "PSR",
                  "Deflated Sharpe", "Bootstrap 95% interval", "Cost sensitivity", "Break-even cost",
                  "Equity and drawdown", "Against the best baseline", "Positions", "Monthly returns", "Training",
                  "Provenance",
