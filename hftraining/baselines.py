@@ -108,3 +108,13 @@ def single_asset_baselines(panel: Panel, symbol: int, decisions: range, tracker:
         if sim is not None:
             out[name] = sim
     return out
+
+
+def validation_sharpes(panel: Panel, symbol: int, decisions: range, config) -> dict[str, Optional[float]]:
+    """Net Sharpe of every single-asset baseline over a validation range.
+
+    Why: a model's validation Sharpe means little alone either. Read beside the baselines' on the same
+    bars, it says whether training beat them before anyone looks at the test range.
+    """
+    sims = single_asset_baselines(panel, symbol, decisions, config.tracker, config.data.periods_per_year, config)
+    return {name: sim.metrics.get("sharpe_ratio") for name, sim in sims.items()}

@@ -56,6 +56,7 @@ class Outcome:
     net_returns: pd.Series          # model net return per test date
     test_start: str = ""
     test_end: str = ""
+    val_baselines: dict = field(default_factory=dict)   # name -> each baseline's validation Sharpe, same bars
 
 
 @dataclass
@@ -75,10 +76,10 @@ def _returns_of(report_dir: Path, prefix: str = "") -> pd.Series:
 
 
 def _outcome(symbol: str, seed: int, run_id: str, val_sharpe, test_summary: dict, report_dir: Path,
-             prefix: str = "") -> Outcome:
+             prefix: str = "", val_baselines: Optional[dict] = None) -> Outcome:
     return Outcome(symbol, seed, run_id, _finite(val_sharpe), test_summary["model"], test_summary["baselines"],
                    _returns_of(report_dir, prefix), test_summary.get("test_start", ""),
-                   test_summary.get("test_end", ""))
+                   test_summary.get("test_end", ""), dict(val_baselines or {}))
 
 
 def _seeded(config: Config, seed: int, run_name: str) -> Config:
@@ -99,7 +100,7 @@ def run_single_mode(symbols: list[str], config: Config, seeds: Sequence[int], st
             cfg.data.symbols = [symbol]
             run = run_single(symbol, cfg, progress=progress)
             out.append(_outcome(symbol, seed, run.summary["run_id"], run.fit.best_metrics.get("sharpe_ratio"),
-                                run.test, run.report_dir))
+                                run.test, run.report_dir, val_baselines=run.summary["validation_baselines"]))
             log.info("study %s: %s seed %d test Sharpe %.2f", study_id, symbol, seed,
                      run.test["model"].get("sharpe_ratio") or 0.0)
     return out
@@ -111,6 +112,7 @@ def run_base_mode(symbols: list[str], config: Config, seeds: Sequence[int], stud
     import torch
 
     from hftraining.base_model_trainer import train_base
+    from hftraining.baselines import validation_sharpes
     from hftraining.data.panel import symbol_views
     from hftraining.evaluation import model_positions, simulate
     from hftraining.train_with_profit import evaluate_test
@@ -132,7 +134,7 @@ def run_base_mode(symbols: list[str], config: Config, seeds: Sequence[int], stud
                            cfg.tracker, cfg.data.periods_per_year)
             prefix = "" if len(panel.symbols) == 1 else f"{symbol}_"
             out.append(_outcome(symbol, seed, base.run_id, val.metrics["sharpe_ratio"], summaries[symbol],
-                                report_dir, prefix))
+                                report_dir, prefix, validation_sharpes(one, s, val_bars, cfg)))
     return out
 
 
@@ -188,6 +190,7 @@ def ticker_rows(outcomes: list[Outcome], baselines: Sequence[str] = BASELINES) -
             metrics = mine[0].baselines.get(name)
             row[f"{name}_sharpe"] = _finite(metrics.get("sharpe_ratio")) if metrics else None
             row[f"{name}_total_at_target"] = _finite(metrics.get("total_return_at_target")) if metrics else None
+            row[f"{name}_val_sharpe"] = _mean_std([o.val_baselines.get(name) for o in mine])[0]
         oracle = row.get("oracle_sharpe")
         row["edge_captured"] = sharpe / oracle if sharpe is not None and oracle and oracle > 0 else None
         rows.append(row)
@@ -202,15 +205,17 @@ def overall(rows: list[dict], baselines: Sequence[str] = BASELINES) -> dict:
         if values:
             out[f"{name}_sharpe_median"] = float(np.median(values))
             out[f"{name}_sharpe_mean"] = float(np.mean(values))
-    vals = [r["model_val_sharpe"] for r in rows if r.get("model_val_sharpe") is not None]
-    if vals:
-        out["model_val_sharpe_median"] = float(np.median(vals))
+    for name in ("model", *baselines):
+        vals = [r[f"{name}_val_sharpe"] for r in rows if r.get(f"{name}_val_sharpe") is not None]
+        if vals:
+            out[f"{name}_val_sharpe_median"] = float(np.median(vals))
     for name in baselines:
-        pairs = [(r["model_sharpe"], r[f"{name}_sharpe"]) for r in rows
-                 if r.get("model_sharpe") is not None and r.get(f"{name}_sharpe") is not None]
-        if pairs:
-            out[f"wins_vs_{name}"] = sum(1 for m, b in pairs if m > b)
-            out[f"n_vs_{name}"] = len(pairs)
+        for test_or_val, key in (("", "sharpe"), ("val_", "val_sharpe")):
+            pairs = [(r[f"model_{key}"], r[f"{name}_{key}"]) for r in rows
+                     if r.get(f"model_{key}") is not None and r.get(f"{name}_{key}") is not None]
+            if pairs:
+                out[f"{test_or_val}wins_vs_{name}"] = sum(1 for m, b in pairs if m > b)
+                out[f"{test_or_val}n_vs_{name}"] = len(pairs)
     captured = [r["edge_captured"] for r in rows if r.get("edge_captured") is not None]
     if captured:
         out["edge_captured_median"] = float(np.median(captured))
@@ -360,7 +365,8 @@ PORTFOLIO_COLUMNS = [("model_val_sharpe", "val"), ("model_sharpe", "policy"), ("
 
 # --- presentation -----------------------------------------------------------------------------
 
-COLUMNS = [("model_val_sharpe", "val"), ("model_sharpe", "model"), ("model_sharpe_std", "± seeds"),
+COLUMNS = [("model_val_sharpe", "val"), ("vol_long_val_sharpe", "vol long val"),
+           ("model_sharpe", "model"), ("model_sharpe_std", "± seeds"),
            ("buy_and_hold_sharpe", "B&H"), ("momentum_sharpe", "momentum"), ("vol_long_sharpe", "vol long"),
            ("oracle_sharpe", "oracle"),
            ("model_volatility", "model vol"), ("model_total_at_target", "model tot@σ"),
@@ -390,11 +396,14 @@ def format_study(result: StudyResult) -> str:
              f"{label:<{width}}" + "".join(f"{text:>12}" for _, text in columns)]
     for row in result.rows:
         lines.append(f"{row['symbol']:<{width}}" + "".join(f"{_cell(row.get(key)):>12}" for key, _ in columns))
-    medians = {f"{n}_sharpe": o.get(f"{n}_sharpe_median") for n in ("model", *names)}
-    medians["model_val_sharpe"] = o.get("model_val_sharpe_median")
+    medians = {f"{n}_{key}": o.get(f"{n}_{key}_median") for n in ("model", *names) for key in ("sharpe", "val_sharpe")}
     lines.append(f"{'median':<{width}}" + "".join(f"{_cell(medians.get(key)):>12}" for key, _ in columns))
     wins = ", ".join(f"{o[f'wins_vs_{n}']}/{o[f'n_vs_{n}']} vs {n}" for n in names if f"wins_vs_{n}" in o)
     lines.append(f"model wins: {wins}")
+    val_wins = ", ".join(f"{o[f'val_wins_vs_{n}']}/{o[f'val_n_vs_{n}']} vs {n}" for n in names
+                         if f"val_wins_vs_{n}" in o)
+    if val_wins:
+        lines.append(f"on validation (compare configurations by these): model wins {val_wins}")
     if "edge_captured_median" in o:
         lines.append(f"edge captured (model / oracle Sharpe): median {o['edge_captured_median']:.2f}, "
                      f"mean {o['edge_captured_mean']:.2f}")

@@ -12,6 +12,7 @@ from typing import Optional
 
 from hftraining import checkpoint as ckpt
 from hftraining import distributed, run_log
+from hftraining.baselines import validation_sharpes
 from hftraining.config import Config
 from hftraining.data.panel import fingerprint, symbol_views
 from hftraining.evaluation import model_positions
@@ -104,6 +105,7 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
                 "forecast_backend": prepared.panel.forecast.get(symbol, {}).get("backend", "none"),
                 "synthetic": meta.get("synthetic", False), "cost_per_turnover": config.cost_per_turnover}
         tested = evaluate_test(result.model, prepared, config, report_dir, info)[symbol]
+        tested["validation_baselines"] = validation_sharpes(prepared.panel, 0, prepared.splits.val, config)
         log_hparams(spec, result, tested)
         return Tested({"report_dir": str(report_dir), "test": tested["model"],
                        "tensorboard_dir": str(spec.tensorboard_dir)}, tested["model"].get("sharpe_ratio"),
@@ -119,7 +121,8 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
                "checkpoint": str(result.best_path), "report_dir": str(report_dir), "tensorboard_dir": str(tb_dir),
                "best_step": result.best_step, "steps_done": result.steps_done,
                "forecast_backend": info["forecast_backend"], "synthetic": info["synthetic"],
-               "validation": result.best_metrics, "test": tested["model"],
+               "validation": result.best_metrics, "validation_baselines": tested["validation_baselines"],
+               "test": tested["model"],
                "buy_and_hold": tested["baselines"]["buy_and_hold"], "baselines": tested["baselines"],
                "significance": tested.get("significance"), "cost_sensitivity": tested.get("cost_sensitivity"),
                "edge_captured": tested.get("edge_captured"), "report_html": done.report_html,

@@ -51,6 +51,23 @@ def test_rows_and_overall_match_a_hand_computation():
     assert o["edge_captured_median"] == pytest.approx(0.375)
 
 
+def test_validation_columns_read_the_model_against_each_baseline_on_the_same_bars():
+    outcomes = [outcome("A", 0, 1.0, 0.5, 0.2, val=0.4), outcome("A", 1, 1.0, 0.5, 0.2, val=0.8),
+                outcome("B", 0, 0.2, 0.1, 0.1, val=0.1), outcome("C", 0, 0.3, 0.9, 0.4, val=None)]
+    for o, vol_long_val in zip(outcomes, (0.5, 0.5, 0.3, 0.7), strict=True):
+        o.val_baselines = {"vol_long": vol_long_val, "buy_and_hold": 0.2}
+    rows = ticker_rows(outcomes)
+    assert [r["vol_long_val_sharpe"] for r in rows] == pytest.approx([0.5, 0.3, 0.7])
+    assert rows[0]["model_val_sharpe"] == pytest.approx(0.6)     # mean over seeds
+    o = overall(rows)
+    assert o["vol_long_val_sharpe_median"] == pytest.approx(0.5)
+    assert o["buy_and_hold_val_sharpe_median"] == pytest.approx(0.2)
+    assert o["model_val_sharpe_median"] == pytest.approx((0.6 + 0.1) / 2)    # C has no validation Sharpe
+    assert (o["val_wins_vs_vol_long"], o["val_n_vs_vol_long"]) == (1, 2)     # A: 0.6 > 0.5; B: 0.1 < 0.3
+    assert (o["val_wins_vs_buy_and_hold"], o["val_n_vs_buy_and_hold"]) == (1, 2)
+    assert "val_wins_vs_momentum" not in o                                   # no validation Sharpe given
+
+
 def test_book_averages_seeds_then_tickers_on_each_date():
     d = pd.to_datetime(["2024-01-02", "2024-01-03", "2024-01-04"])
     outcomes = [outcome("A", 0, 1, 0, 0, returns=pd.Series([0.01, 0.02, 0.03], index=d)),
@@ -85,7 +102,15 @@ def test_study_end_to_end_writes_json_html_and_counts_every_study(tmp_path, one_
     assert all(r["seeds"] == [0, 1] and r["oracle_sharpe"] is not None for r in s["rows"])
     assert s["book"]["n_trials"] == 1
     assert "model wins:" in first["table"] and "edge captured" in first["table"]
+    assert "on validation" in first["table"] and "vol long val" in first["table"]
+    from hftraining.backtest import backtest_model  # the baselines' validation Sharpe, rebuilt
+    run_dir = next((tmp_path / "models" / "finetuned" / "SYNA").glob(f"{s['rows'][0]['runs'][0]}*"))
+    val = json.loads((run_dir / "metadata.json").read_text())["splits"]["val"]
+    rebuilt = backtest_model(run_dir, val["start"], val["end"], source="synthetic", html=False,
+                             out=tmp_path / "rebuilt")
+    assert s["rows"][0]["vol_long_val_sharpe"] == pytest.approx(rebuilt.baselines["vol_long"].metrics["sharpe_ratio"])
     second = run_study(tmp_path, "--mode", "base", "--seeds", "0")
+    assert all(r["vol_long_val_sharpe"] is not None for r in second["summary"]["rows"])
     assert second["summary"]["book"]["n_trials"] == 2          # the first study counts against the second
     trials = [json.loads(line) for line in (tmp_path / "trials.jsonl").read_text().splitlines()]
     assert [t["kind"] for t in trials].count("study") == 2
