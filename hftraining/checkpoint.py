@@ -152,8 +152,9 @@ def open_base(path: str | Path) -> RunFiles:
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
     """Strict load: a shape or key mismatch is one line naming the first difference."""
     expected = model.state_dict()
-    if "output_scale" in expected and "output_scale" not in weights:      # saved before calibration existed
-        weights = {**weights, "output_scale": torch.ones_like(expected["output_scale"])}
+    for name, default in (("output_scale", torch.ones_like), ("holds_prior", torch.zeros_like)):
+        if name in expected and name not in weights:      # saved before calibration / the prior existed
+            weights = {**weights, name: default(expected[name])}
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:

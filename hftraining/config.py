@@ -126,6 +126,10 @@ class TrainingConfig(Section):
     checkpoint_every: int = Field(100, ge=1, description="Optimizer steps between resumable 'last' checkpoints.")
     finetune_learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate when fine-tuning a base model.")
     finetune_epochs: int = Field(1, ge=1, description="Passes over one stock's training windows when fine-tuning.")
+    prior_candidate: bool = Field(
+        True, description="Models trained from scratch on one stock (single, study, walk-forward folds) must beat "
+                          "the always-long prior (raw +1 in risk units, the vol_long baseline) on validation net "
+                          "Sharpe, else the run holds that prior and says so.")
 
 
 class ProfitConfig(Section):

@@ -79,6 +79,9 @@ class AllocationTransformer(nn.Module):
         # One constant set after training so the strategy runs at its volatility target on the
         # validation range (trainer.calibrate_output_scale); saved with the weights, 1 until then.
         self.register_buffer("output_scale", torch.ones(()))
+        # True when training did not beat the always-long prior on validation (hftraining.prior): the
+        # weights then hold raw +1 on every bar; saved with them, so every backtest and paper trade agrees.
+        self.register_buffer("holds_prior", torch.zeros((), dtype=torch.bool))
         self.apply(self._init_weights)
         nn.init.normal_(self.pos_embed, std=0.02)
         nn.init.zeros_(self.position_head.weight)   # start flat: no position before learning anything
@@ -104,7 +107,7 @@ class AllocationTransformer(nn.Module):
         h = self.encode(x)
         positions = torch.tanh(self.position_head(h).squeeze(-1)) * (self.max_position * self.output_scale)
         aux = self.aux_head(h) if self.aux_head is not None else None
-        return ModelOutput(positions=positions, aux=aux, hidden=h)
+        return ModelOutput(positions=prior_or(self.holds_prior, positions), aux=aux, hidden=h)
 
 
 class MemberAverage(nn.Module):
@@ -124,13 +127,19 @@ class MemberAverage(nn.Module):
         self.members = nn.ModuleList(
             AllocationTransformer(n_features, context_length, horizon, config) for _ in range(config.members))
         self.register_buffer("output_scale", torch.ones(()))
+        self.register_buffer("holds_prior", torch.zeros((), dtype=torch.bool))     # as AllocationTransformer's
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         outs = [member(x) for member in self.members]
         each = torch.stack([out.positions for out in outs])                     # [members, batch, time]
         aux = torch.stack([out.aux for out in outs]).mean(0) if outs[0].aux is not None else None
-        return ModelOutput(positions=each.mean(0) * self.output_scale, aux=aux, hidden=outs[0].hidden,
-                           member_positions=each)
+        return ModelOutput(positions=prior_or(self.holds_prior, each.mean(0) * self.output_scale), aux=aux,
+                           hidden=outs[0].hidden, member_positions=each)
+
+
+def prior_or(holds_prior: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Raw +1 everywhere when the model holds the always-long prior, else its own positions (no host sync)."""
+    return torch.where(holds_prior, torch.ones_like(positions), positions)
 
 
 def build_model(n_features: int, context_length: int, horizon: int,

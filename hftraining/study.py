@@ -89,6 +89,14 @@ def _seeded(config: Config, seed: int, run_name: str) -> Config:
     return cfg
 
 
+def traded_validation_sharpe(summary: dict) -> Optional[float]:
+    """The validation net Sharpe of what the run trades: its model's, or the always-long prior's when it holds that."""
+    prior = summary.get("prior") or {}
+    if prior.get("holds_prior"):
+        return prior.get("validation_sharpe_prior")
+    return (summary.get("validation") or {}).get("sharpe_ratio")
+
+
 def run_single_mode(symbols: list[str], config: Config, seeds: Sequence[int], study_id: str,
                     progress: bool) -> list[Outcome]:
     from hftraining.train_with_profit import run_single
@@ -99,7 +107,7 @@ def run_single_mode(symbols: list[str], config: Config, seeds: Sequence[int], st
             cfg = _seeded(config, seed, f"{study_id}-{symbol}-seed{seed}")
             cfg.data.symbols = [symbol]
             run = run_single(symbol, cfg, progress=progress)
-            out.append(_outcome(symbol, seed, run.summary["run_id"], run.fit.best_metrics.get("sharpe_ratio"),
+            out.append(_outcome(symbol, seed, run.summary["run_id"], traded_validation_sharpe(run.summary),
                                 run.test, run.report_dir, val_baselines=run.summary["validation_baselines"]))
             log.info("study %s: %s seed %d test Sharpe %.2f", study_id, symbol, seed,
                      run.test["model"].get("sharpe_ratio") or 0.0)

@@ -98,7 +98,7 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
                    metadata={"world_size": ctx.world_size,
                              "global_batch_size": tcfg.batch_size * tcfg.grad_accum_steps * ctx.world_size},
                    also_claim=(report_dir,), resume=resume is not None, progress=progress, on_step=on_step,
-                   trials=[Trial("single", [symbol])])
+                   trials=[Trial("single", [symbol])], prior_candidate=True)
 
     def test(result: FitResult, run_dir: Path, meta: dict) -> Tested:
         info = {"run_id": run_id, "kind": "single", "run_dir": str(run_dir), "best_step": result.best_step,
@@ -121,7 +121,8 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
                "checkpoint": str(result.best_path), "report_dir": str(report_dir), "tensorboard_dir": str(tb_dir),
                "best_step": result.best_step, "steps_done": result.steps_done,
                "forecast_backend": info["forecast_backend"], "synthetic": info["synthetic"],
-               "validation": result.best_metrics, "validation_baselines": tested["validation_baselines"],
+               "validation": result.best_metrics, "prior": done.metadata.get("prior"),
+               "validation_baselines": tested["validation_baselines"],
                "test": tested["model"],
                "buy_and_hold": tested["baselines"]["buy_and_hold"], "baselines": tested["baselines"],
                "significance": tested.get("significance"), "cost_sensitivity": tested.get("cost_sensitivity"),

@@ -150,6 +150,7 @@ def test_positions_are_calibrated_to_the_volatility_target_on_validation_only(ti
     model = build_model(len(run.scaler.feature_names), run.config.data.context_length, run.config.data.horizon,
                         run.config.model)
     ckpt.load_weights(model, run.weights, run_dir)
+    model.holds_prior.fill_(False)              # the calibrated network itself, whether or not the run holds the prior
     panel = build_panel(["DEMO"], run.config, out, progress=False)
     x = torch.from_numpy(run.scaler.transform(panel))
     val = run.metadata["splits"]["val"]

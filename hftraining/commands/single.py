@@ -82,6 +82,11 @@ def print_single(out: Output, run) -> Optional[str]:
              f"*_at_target: rescaled to {run.test.get('sigma_target', 0.15):.0%} annual volatility)")
     verdict = out.verdict(rows)
     out.line(significance_line(run.test))
+    prior = run.summary.get("prior")
+    if prior and prior["holds_prior"]:
+        out.line(f"prior: the trained model's validation net Sharpe {prior['validation_sharpe_model']:+.2f} did not "
+                 f"beat the always-long prior's {prior['validation_sharpe_prior']:+.2f}, so this run holds the prior "
+                 "(raw +1 in risk units: the vol_long row; training.prior_candidate)")
     out.paths(run=run.run_dir, report=run.summary.get("report_html") or run.report_dir,
               log=run.summary.get("log"),
               tensorboard=f"tensorboard --logdir {run.tensorboard_dir.parent.parent}")

@@ -1,0 +1,54 @@
+"""The always-long prior a model trained from scratch on one stock must beat on validation.
+
+Why: on real stocks a single-asset model fits a great deal of noise, and the timing it learns can
+lose to simply being long one unit of risk (the `vol_long` baseline: raw +1 sized by the same
+risk sizing, same costs). Training that cannot make things worse than that prior by choice keeps its
+weights only if their validation net Sharpe beats the prior's on the same bars; otherwise the run
+holds the prior (the model's `holds_prior` buffer, saved with its weights, so every backtest, paper
+trade and ensemble trades exactly raw +1), logs it and records both Sharpes in its metadata. This is
+the single-stock counterpart of a fine-tune keeping its base (hftraining.finetune) and of the
+portfolio policy's prior candidate. `training.prior_candidate: false` turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from hftraining import checkpoint as ckpt
+from hftraining import distributed
+
+log = logging.getLogger("hftraining")
+
+
+def hold_prior_unless_beaten(result, job) -> dict:
+    """Compare the selected, calibrated weights with the prior on the job's validation range; keep the better.
+
+    Returns the metadata block {"prior": {holds_prior, validation_sharpe_model, validation_sharpe_prior}}.
+    A tie holds the prior: training must beat it to trade.
+    """
+    from hftraining.position_task import device_tensors, evaluate
+
+    model = result.model
+    device = next(model.parameters()).device
+    x, returns = device_tensors(job, device)
+
+    def validation_sharpe() -> float:
+        return float(evaluate(model, job, x, returns, job.splits.val)[0]["sharpe_ratio"])
+
+    with torch.no_grad():
+        model.holds_prior.fill_(False)
+        trained = validation_sharpe()
+        model.holds_prior.fill_(True)
+        prior = validation_sharpe()
+        holds = not trained > prior
+        model.holds_prior.fill_(holds)
+    if holds:
+        if distributed.context().is_main:
+            ckpt.save_tensors(result.best_path, model.state_dict())
+        log.info("%s: the trained model's validation net Sharpe %.3f does not beat the always-long prior's %.3f; "
+                 "this run holds the prior (raw +1 in risk units)", job.kind, trained, prior)
+    else:
+        log.info("%s: validation net Sharpe %.3f beats the always-long prior's %.3f", job.kind, trained, prior)
+    return {"prior": {"holds_prior": holds, "validation_sharpe_model": trained, "validation_sharpe_prior": prior}}
