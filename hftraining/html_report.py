@@ -182,6 +182,16 @@ def _banners(summary: dict, meta: dict) -> str:
         where = "; ".join(html.escape(x) for x in summary.get("overlap", []))
         out.append(f'<div class="banner insample">IN SAMPLE: the tested dates overlap the dates this model '
                    f'was trained or selected on ({where}). Treat every number as optimistic.</div>')
+    prior = meta.get("prior") or {}
+    if prior.get("holds_prior"):
+        out.append(f'<div class="banner note">This run holds the always-long prior: the trained model\'s validation '
+                   f'net Sharpe ({prior["validation_sharpe_model"]:+.2f}) did not beat that of raw +1 in risk units '
+                   f'({prior["validation_sharpe_prior"]:+.2f}), so the model row trades the vol_long position '
+                   '(training.prior_candidate).</div>')
+    if meta.get("kept_base"):
+        out.append(f'<div class="banner note">This fine-tune kept its base model\'s weights: its validation net Sharpe '
+                   f'({meta["validation_sharpe_finetuned"]:+.2f}) did not beat the base\'s '
+                   f'({meta["validation_sharpe_base"]:+.2f}).</div>')
     for symbol, info in (summary.get("forecast") or meta.get("forecast") or {}).items():
         if info.get("fallback_reason"):
             out.append(f'<div class="banner note">{html.escape(symbol)}: forecaster requested '

@@ -136,3 +136,15 @@ def test_single_runs_record_the_check_and_trade_what_it_chose(tmp_path, capsys, 
                 "--set", "training.prior_candidate=false"])
     assert off == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["prior"] is None
+
+
+def test_the_report_page_says_when_a_run_holds_the_prior_or_kept_its_base():
+    from hftraining.html_report import _banners
+
+    held = _banners({}, {"prior": {"holds_prior": True, "validation_sharpe_model": -0.23,
+                                   "validation_sharpe_prior": 0.76}})
+    assert "holds the always-long prior" in held and "-0.23" in held and "+0.76" in held
+    assert _banners({}, {"prior": {"holds_prior": False, "validation_sharpe_model": 0.9,
+                                   "validation_sharpe_prior": 0.5}}) == ""
+    kept = _banners({}, {"kept_base": True, "validation_sharpe_finetuned": 0.1, "validation_sharpe_base": 0.4})
+    assert "kept its base" in kept and "+0.10" in kept and "+0.40" in kept
