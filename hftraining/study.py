@@ -381,6 +381,11 @@ COLUMNS = [("model_val_sharpe", "val"), ("vol_long_val_sharpe", "vol long val"),
            ("buy_and_hold_total_at_target", "B&H tot@σ"), ("momentum_total_at_target", "mom tot@σ")]
 
 
+def _width(header: str) -> int:
+    """A column's width: 12, or wider so that a long header keeps a space before it."""
+    return max(12, len(header) + 2)
+
+
 def _cell(value) -> str:
     return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
@@ -401,11 +406,13 @@ def format_study(result: StudyResult) -> str:
              else f"tot@σ = total return at {s['sigma_target']:.0%} volatility")
     lines = [f"study {s['study_id']} ({s['mode']}, {len(s['seeds'])} seed(s), net of {s['cost_bps']:g} bps; "
              f"Sharpe on each {label}'s test range; {scale})",
-             f"{label:<{width}}" + "".join(f"{text:>12}" for _, text in columns)]
+             f"{label:<{width}}" + "".join(f"{text:>{_width(text)}}" for _, text in columns)]
     for row in result.rows:
-        lines.append(f"{row['symbol']:<{width}}" + "".join(f"{_cell(row.get(key)):>12}" for key, _ in columns))
+        lines.append(f"{row['symbol']:<{width}}" + "".join(f"{_cell(row.get(key)):>{_width(text)}}"
+                                                          for key, text in columns))
     medians = {f"{n}_{key}": o.get(f"{n}_{key}_median") for n in ("model", *names) for key in ("sharpe", "val_sharpe")}
-    lines.append(f"{'median':<{width}}" + "".join(f"{_cell(medians.get(key)):>12}" for key, _ in columns))
+    lines.append(f"{'median':<{width}}" + "".join(f"{_cell(medians.get(key)):>{_width(text)}}"
+                                                  for key, text in columns))
     wins = ", ".join(f"{o[f'wins_vs_{n}']}/{o[f'n_vs_{n}']} vs {n}" for n in names if f"wins_vs_{n}" in o)
     lines.append(f"model wins: {wins}")
     val_wins = ", ".join(f"{o[f'val_wins_vs_{n}']}/{o[f'val_n_vs_{n}']} vs {n}" for n in names
