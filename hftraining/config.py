@@ -11,7 +11,7 @@ import difflib
 import io
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -126,10 +126,19 @@ class TrainingConfig(Section):
     checkpoint_every: int = Field(100, ge=1, description="Optimizer steps between resumable 'last' checkpoints.")
     finetune_learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate when fine-tuning a base model.")
     finetune_epochs: int = Field(1, ge=1, description="Passes over one stock's training windows when fine-tuning.")
-    prior_candidate: bool = Field(
-        True, description="Models trained from scratch on one stock (single, study, walk-forward folds) must beat "
-                          "the always-long prior (raw +1 in risk units, the vol_long baseline) on validation net "
-                          "Sharpe, else the run holds that prior and says so.")
+    prior_candidate: Union[Literal["auto"], bool] = Field(
+        "auto", description="Models trained from scratch on one stock (single, study, walk-forward folds) must beat "
+                            "the always-long prior (raw +1 in risk units, the vol_long baseline) on validation net "
+                            "Sharpe, else the run holds that prior and says so. auto: on for real data, off on "
+                            "synthetic markets (their drift has no premium to hold).")
+
+    @field_validator("prior_candidate", mode="before")
+    @classmethod
+    def _auto_true_or_false(cls, value: Any) -> Any:
+        """One clear refusal for anything but auto / true / false (a union would name only one of them)."""
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise ValueError(f"{value!r}: must be auto, true or false")
 
 
 class ProfitConfig(Section):
@@ -384,8 +393,12 @@ def _describe(error: dict, where: str, origins: Optional[dict[str, str]] = None)
         return f"{origins.get(path, where)}: unknown config key '{path}'{did_you_mean(path)}"
     if error["type"] == "value_error":
         message = error["msg"].removeprefix("Value error, ")
+        if path in origins:                                  # one field's own rule: the flag or --set item that set it
+            return f"{origins[path]}: {message}"
         named = [key for key in origins if key in message]
-        return f"{origins[named[0]] if named else where}: {message}"
+        if named or not path:                                # a rule across fields names its keys itself
+            return f"{origins[named[0]] if named else where}: {message}"
+        return f"{where}: {path} = {message}"
     if path in origins:
         return f"{origins[path]}: {plain_words(error)}"
     value = error.get("input")

@@ -163,10 +163,11 @@ def train_run(spec: RunSpec, after_fit: Optional[Callable[[FitResult, TrainingJo
     job = training_job(spec, run_dir, meta)
     result = fit(job)
     extra = after_fit(result, job) if after_fit is not None else {}
-    if spec.prior_candidate and spec.config.training.prior_candidate:
-        from hftraining.prior import hold_prior_unless_beaten
+    if spec.prior_candidate:
+        from hftraining.prior import hold_prior_unless_beaten, wanted
 
-        extra.update(hold_prior_unless_beaten(result, job))
+        if wanted(spec.config.training.prior_candidate, job.panel):
+            extra.update(hold_prior_unless_beaten(result, job))
     if not distributed.context().is_main:
         return RunOutcome(spec.run_id, run_dir, spec.tensorboard_dir, result, meta, Tested())
     tested = test(result, run_dir, meta) if test is not None else Tested()

@@ -148,3 +148,41 @@ def test_the_report_page_says_when_a_run_holds_the_prior_or_kept_its_base():
                                    "validation_sharpe_prior": 0.5}}) == ""
     kept = _banners({}, {"kept_base": True, "validation_sharpe_finetuned": 0.1, "validation_sharpe_base": 0.4})
     assert "kept its base" in kept and "+0.10" in kept and "+0.40" in kept
+
+
+def test_auto_checks_real_data_only():
+    """auto: the prior stands for a real asset's premium; a synthetic market's drift has mean zero."""
+    from hftraining.data.synthetic import SOURCE
+    from hftraining.prior import wanted
+
+    real, synthetic = SimpleNamespace(data_source={"AAPL": "csv"}), SimpleNamespace(data_source={"DEMO": SOURCE})
+    mixed = SimpleNamespace(data_source={"AAPL": "yahoo", "DEMO": SOURCE})
+    assert wanted("auto", real) and not wanted("auto", synthetic) and not wanted("auto", mixed)
+    assert wanted(True, synthetic) and not wanted(False, real)
+    for value, parsed in (("auto", "auto"), ("true", True), ("false", False)):
+        assert load_config(TINY, [f"training.prior_candidate={value}"]).training.prior_candidate == parsed
+    with pytest.raises(Exception, match="prior_candidate"):
+        load_config(TINY, ["training.prior_candidate=maybe"])
+
+
+@pytest.mark.slow
+def test_a_synthetic_run_is_checked_only_when_asked(tmp_path, capsys, one_torch_thread):
+    from hftraining.cli import main
+
+    common = ["single", "--stock", "DEMO", "--config", TINY, *NO_FORECAST, "--json", "-q", "--steps", "6"]
+    assert main([*common, "--out", str(tmp_path / "auto")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["prior"] is None
+    assert main([*common, "--out", str(tmp_path / "on"), "--set", "training.prior_candidate=true"]) == 0
+    assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["prior"]) == {
+        "holds_prior", "validation_sharpe_model", "validation_sharpe_prior"}
+
+
+def test_a_bad_setting_is_one_line_naming_where_it_came_from(capsys, tmp_path):
+    from conftest import refuse
+
+    refuse(["single", "--stock", "DEMO", "--out", str(tmp_path), "--set", "training.prior_candidate=maybe"], capsys,
+           None, "--set training.prior_candidate=maybe", "must be auto, true or false")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  prior_candidate: 2\n")
+    refuse(["single", "--stock", "DEMO", "--out", str(tmp_path), "--config", str(bad)], capsys, None,
+           str(bad), "training.prior_candidate = 2", "must be auto, true or false")
