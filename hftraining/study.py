@@ -155,7 +155,7 @@ def run_walk_forward_mode(symbols: list[str], config: Config, seeds: Sequence[in
         for seed in seeds:
             cfg = _seeded(config, seed, f"{study_id}-{symbol}-wf-seed{seed}")
             result = run_walk_forward(symbol, cfg, retrain_every, progress=progress)
-            vals = [f.validation.get("sharpe_ratio") for f in result.folds]
+            vals = [traded_validation_sharpe({"validation": f.validation, "prior": f.prior}) for f in result.folds]
             vals = [v for v in vals if _finite(v) is not None]
             summary = {"model": result.summary["test"], "baselines": result.summary["baselines"],
                        "test_start": result.summary["test_start"], "test_end": result.summary["test_end"]}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -107,6 +107,7 @@ class FoldResult:
     validation: dict
     test: dict
     best_step: int
+    prior: Optional[dict] = None     # the always-long prior check (hftraining.prior), when it ran
 
 
 def train_fold(fold: Fold, panel: Panel, symbol: str, config: Config, group_id: str,
@@ -132,7 +133,7 @@ def train_fold(fold: Fold, panel: Panel, symbol: str, config: Config, group_id: 
 
     done = train_run(spec, test=test)
     return FoldResult(fold, run_id, done.run_dir, done.tested.value, done.fit.best_metrics,
-                      done.metadata["test"], done.fit.best_step)
+                      done.metadata["test"], done.fit.best_step, done.metadata.get("prior"))
 
 
 def _span(panel: Panel, r: range) -> dict:

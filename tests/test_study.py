@@ -196,3 +196,14 @@ def test_portfolio_study_end_to_end_on_tiny_synthetic(tmp_path, one_torch_thread
     assert "group" in table and "1/N" in table and "vs equal_weight" in table and "DSR" in table
     page = (Path(s["report_dir"]) / "report.html").read_text()
     assert "SYNC_SYND_SYNE" in page and "1/N" in page
+
+
+def test_the_validation_column_is_that_of_what_a_run_trades():
+    from hftraining.study import traded_validation_sharpe
+
+    model = {"validation": {"sharpe_ratio": 0.3}}
+    assert traded_validation_sharpe(model) == 0.3                                   # no prior check ran
+    assert traded_validation_sharpe({**model, "prior": {"holds_prior": False, "validation_sharpe_model": 0.3,
+                                                        "validation_sharpe_prior": 0.2}}) == 0.3
+    assert traded_validation_sharpe({**model, "prior": {"holds_prior": True, "validation_sharpe_model": 0.3,
+                                                        "validation_sharpe_prior": 0.5}}) == 0.5
