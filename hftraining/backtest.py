@@ -122,6 +122,7 @@ def backtest_model(model_path: str | Path, start_date: str | None = None, end_da
         "forecast_backend": panel.forecast.get(symbol, {}).get("backend", "none"), "forecast": panel.forecast,
         "device": str(torch_device), "versions": ckpt.versions(),
         "unseen_symbol": unseen, "scaler_symbols": list(run.scaler.symbols),
+        "prior": run.metadata.get("prior"),          # the model run held the always-long prior (hftraining.prior)
     }
     trials = TrialScope(root, trained_on, run_id=run.metadata.get("run_id"), new_trial=False)
     evaluation = evaluate_and_report(report_dir, panel, 0, decisions, positions, config, metadata, trials=trials)

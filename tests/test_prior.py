@@ -186,3 +186,28 @@ def test_a_bad_setting_is_one_line_naming_where_it_came_from(capsys, tmp_path):
     bad.write_text("training:\n  prior_candidate: 2\n")
     refuse(["single", "--stock", "DEMO", "--out", str(tmp_path), "--config", str(bad)], capsys, None,
            str(bad), "training.prior_candidate = 2", "must be auto, true or false")
+
+
+@pytest.mark.slow
+def test_a_backtest_of_a_run_holding_the_prior_says_so_and_trades_vol_long(tmp_path, capsys, one_torch_thread):
+    from hftraining.cli import main
+
+    data = trending_csv(tmp_path / "data", 0.001)
+    common = ["--data-dir", str(data), "--config", TINY, *NO_FORECAST, "-q"]
+    assert main(["single", "--stock", "TREND", "--out", str(tmp_path / "runs"), "--steps", "4", "--json",
+                 *common]) == 0
+    run_dir = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
+    meta_path, weights_path = run_dir / "metadata.json", run_dir / "model.safetensors"
+    meta = json.loads(meta_path.read_text())
+    if not meta["prior"]["holds_prior"]:                  # make it hold the prior, as the check would have
+        weights = ckpt.load_tensors(weights_path)
+        ckpt.save_tensors(weights_path, {**weights, "holds_prior": torch.ones((), dtype=torch.bool)})
+        meta["prior"] = {"holds_prior": True, "validation_sharpe_model": -1.0, "validation_sharpe_prior": 0.5}
+        meta_path.write_text(json.dumps(meta))
+    backtest = ["backtest", "--model", str(run_dir), "--data-dir", str(data), "-q"]
+    assert main([*backtest, "--out", str(tmp_path / "bt")]) == 0
+    assert "this run holds the prior" in capsys.readouterr().out
+    assert main([*backtest, "--out", str(tmp_path / "bt2"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["prior"]["holds_prior"] is True
+    assert summary["model"]["sharpe_ratio"] == pytest.approx(summary["baselines"]["vol_long"]["sharpe_ratio"])

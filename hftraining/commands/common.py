@@ -238,6 +238,15 @@ def universe(stocks: Optional[list[str]], stocks_file: Optional[Path], command: 
     return symbols
 
 
+def prior_line(prior: Optional[dict]) -> Optional[str]:
+    """The printed result of the always-long prior check when a run holds the prior (hftraining.prior); else None."""
+    if not prior or not prior.get("holds_prior"):
+        return None
+    return (f"prior: the trained model's validation net Sharpe {prior['validation_sharpe_model']:+.2f} did not beat "
+            f"the always-long prior's {prior['validation_sharpe_prior']:+.2f}, so this run holds the prior (raw +1 "
+            "in risk units: the vol_long row; training.prior_candidate)")
+
+
 def significance_line(summary: dict) -> str:
     """One terminal line: PSR, DSR, the bootstrap interval and the break-even cost."""
     def num(value, pattern):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from hftraining.commands.common import Output, significance_line
+from hftraining.commands.common import Output, prior_line, significance_line
 
 
 def backtest(model: Path, stock: Optional[str] = None, cost_bps: Optional[float] = None,
@@ -26,7 +26,8 @@ def backtest(model: Path, stock: Optional[str] = None, cost_bps: Optional[float]
                           "start": result.start, "end": result.end, "in_sample": result.in_sample,
                           "overlap": result.overlap, "model": result.metrics,
                           "baselines": result.summary["baselines"], "significance": result.summary["significance"],
-                          "cost_sensitivity": result.summary["cost_sensitivity"], "verdict": verdict})
+                          "cost_sensitivity": result.summary["cost_sensitivity"],
+                          "prior": result.metadata.get("prior"), "verdict": verdict})
     else:                                             # a portfolio run (hftraining.portfolio_backtest)
         verdict = print_portfolio_backtest(printed, result)
         printed.json_summary({**result.summary, "verdict": verdict})
@@ -55,6 +56,8 @@ def print_backtest_table(out: Output, title: str, result, rows: dict,
 def print_backtest(out: Output, result) -> Optional[str]:
     s = result.summary
     verdict = print_backtest_table(out, result.symbol, result, {"model": s["model"], **s["baselines"]})
+    if prior_line(result.metadata.get("prior")):
+        out.line(prior_line(result.metadata.get("prior")))
     out.line(f"forecaster: {s['forecast_backend']}")
     out.paths(report=result.html or result.report_dir)
     return verdict

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from hftraining.commands.common import ConfigOptions, Output, finished, resume_config, significance_line, symbols_of
+from hftraining.commands.common import (
+    ConfigOptions,
+    Output,
+    finished,
+    prior_line,
+    resume_config,
+    significance_line,
+    symbols_of,
+)
 from hftraining.errors import UserError
 
 SUMMARY_KEYS = ["total_return", "sharpe_ratio", "max_drawdown", "volatility", "mean_abs_position",
@@ -82,11 +90,8 @@ def print_single(out: Output, run) -> Optional[str]:
              f"*_at_target: rescaled to {run.test.get('sigma_target', 0.15):.0%} annual volatility)")
     verdict = out.verdict(rows)
     out.line(significance_line(run.test))
-    prior = run.summary.get("prior")
-    if prior and prior["holds_prior"]:
-        out.line(f"prior: the trained model's validation net Sharpe {prior['validation_sharpe_model']:+.2f} did not "
-                 f"beat the always-long prior's {prior['validation_sharpe_prior']:+.2f}, so this run holds the prior "
-                 "(raw +1 in risk units: the vol_long row; training.prior_candidate)")
+    if prior_line(run.summary.get("prior")):
+        out.line(prior_line(run.summary.get("prior")))
     out.paths(run=run.run_dir, report=run.summary.get("report_html") or run.report_dir,
               log=run.summary.get("log"),
               tensorboard=f"tensorboard --logdir {run.tensorboard_dir.parent.parent}")
