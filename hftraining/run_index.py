@@ -87,8 +87,11 @@ def list_runs(root: str | Path) -> list[dict]:
     folders = [p for p in sorted((root / "reports").glob("*")) if p.is_dir()]
     folders += [p for p in sorted((root / "paper").glob("*/*")) if p.is_dir()]
     registered = _registered(root)
-    rows = [row for row in (describe(folder, registered) for folder in folders) if row is not None]
-    return sorted(rows, key=lambda row: (row["date"], row["name"]))
+    described = [(describe(folder, registered), folder) for folder in folders]
+    # dates have one-second resolution: reports written within the same second keep the order they were written
+    ordered = sorted(((row, folder) for row, folder in described if row is not None),
+                     key=lambda pair: (pair[0]["date"], (pair[1] / METRICS).stat().st_mtime_ns, pair[0]["name"]))
+    return [row for row, _ in ordered]
 
 
 def format_runs(rows: list[dict]) -> str:

@@ -63,6 +63,18 @@ def test_the_index_page_is_rewritten_with_every_report(root):
     assert ">single<" in page and ">backtest<" in page and ">DEMO<" in page
 
 
+def test_reports_written_within_one_second_keep_the_order_they_were_written(tmp_path):
+    import os
+
+    second = 1_700_000_000 * 10**9                              # both in this second: equal dates
+    for name, offset in (("zz-written-first", 1_000), ("aa-written-second", 900_000_000)):
+        path = write_metrics(tmp_path, name, {"kind": "single", "symbol": "AAA", "model": {"sharpe_ratio": 0.1}})
+        os.utime(path, ns=(second + offset, second + offset))
+    rows = list_runs(tmp_path)
+    assert rows[0]["date"] == rows[1]["date"]
+    assert [r["name"] for r in rows] == ["zz-written-first", "aa-written-second"]
+
+
 def test_runs_list_prints_one_row_per_report(root, capsys):
     capsys.readouterr()
     assert main(["runs", "list", "--out", str(root)]) == 0
