@@ -107,7 +107,7 @@ def scratch_model(symbol: str, prepared: Prepared, config: Config, run_id: str, 
                              tensorboard_dir=layout.tensorboard("finetuned", run_id, [symbol]), config=config,
                              prepared=prepared, learning_rate=config.training.learning_rate,
                              max_steps=config.training.max_steps, metadata={"compared_with": "base fine-tune"},
-                             progress=progress, prior_candidate=True))
+                             progress=progress))
     return done.fit.model, done.run_dir
 
 

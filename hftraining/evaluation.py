@@ -54,6 +54,17 @@ def model_positions(model: torch.nn.Module, x: torch.Tensor, panel: Panel, symbo
     return traded_positions(predict_positions(model, x, symbol, decisions), panel, symbol, decisions, config)
 
 
+def validation_sharpe(model: torch.nn.Module, job, x: torch.Tensor) -> float:
+    """Net Sharpe of the model's traded positions on a one-symbol job's validation range (the tracker's, with
+    costs): what a fine-tune against its base and a model against the always-long prior are compared by.
+
+    `x` is the job's scaled panel on the model's device.
+    """
+    positions = model_positions(model, x, job.panel, 0, job.splits.val, job.config)
+    return float(simulate(job.panel, 0, job.splits.val, positions, job.config.tracker,
+                          job.config.data.periods_per_year).metrics["sharpe_ratio"])
+
+
 @dataclass
 class Simulation:
     """Tracker output for one symbol over one decision range, with dates attached."""

@@ -21,6 +21,7 @@ from hftraining.base_dates import splits_by_dates
 from hftraining.config import Config, load_config
 from hftraining.data.panel import Panel, Splits, build_panel, fingerprint
 from hftraining.errors import UserError
+from hftraining.evaluation import validation_sharpe
 from hftraining.layout import Layout, new_run_id, normalize_symbol
 from hftraining.lifecycle import RunSpec, Trial, train_run
 from hftraining.model import AllocationTransformer
@@ -96,18 +97,6 @@ def load_model(config: Config, n_features: int, weights: dict, where: Path) -> A
 
 
 # --- the fine-tune -----------------------------------------------------------------------------
-
-def validation_sharpe(model: AllocationTransformer, job: TrainingJob, x) -> float:
-    """Net Sharpe of the model's traded positions on the job's validation range (the tracker's, with costs).
-
-    `x` is the job's scaled panel on the model's device.
-    """
-    from hftraining.evaluation import model_positions, simulate
-
-    positions = model_positions(model, x, job.panel, 0, job.splits.val, job.config)
-    return float(simulate(job.panel, 0, job.splits.val, positions, job.config.tracker,
-                          job.config.data.periods_per_year).metrics["sharpe_ratio"])
-
 
 def keep_the_better(result: FitResult, base_model: AllocationTransformer, job: TrainingJob) -> dict:
     """Keep the fine-tuned weights only if they beat the base on this stock's validation net Sharpe.

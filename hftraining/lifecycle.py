@@ -29,6 +29,7 @@ from hftraining.data.panel import Scaler
 from hftraining.errors import UserError
 from hftraining.layout import claim_run_dir
 from hftraining.prepare import Prepared, run_metadata
+from hftraining.prior import hold_prior_unless_beaten, wanted
 from hftraining.trainer import FitResult, TrainingJob
 
 
@@ -73,7 +74,6 @@ class RunSpec:
     on_step: Optional[Callable[[int], None]] = None
     trials: list[Trial] = field(default_factory=list)
     job: Optional[Callable[["RunSpec", Path, dict], TrainingJob]] = None   # builds a custom job (portfolio)
-    prior_candidate: bool = False          # a one-stock model from scratch: must beat always-long (hftraining.prior)
 
 
 @dataclass
@@ -151,8 +151,8 @@ def finish_run(run_dir: Path, result: FitResult, **fields: Any) -> dict:
 
 def train_run(spec: RunSpec, after_fit: Optional[Callable[[FitResult, TrainingJob], dict]] = None,
               test: Optional[Callable[[FitResult, Path, dict], Tested]] = None) -> RunOutcome:
-    """start -> fit -> after_fit (every rank; returns metadata fields) -> the prior check (every rank, when the spec
-    asks) -> test (rank 0) -> finish -> trials -> report.
+    """start -> fit -> after_fit (every rank; returns metadata fields) -> the prior check (every rank; one-stock
+    models from scratch, hftraining.prior) -> test (rank 0) -> finish -> trials -> report.
 
     Rank 0's outcome carries the finished metadata and the test; the other ranks' carry the metadata
     as started and an empty Tested.
@@ -163,11 +163,8 @@ def train_run(spec: RunSpec, after_fit: Optional[Callable[[FitResult, TrainingJo
     job = training_job(spec, run_dir, meta)
     result = fit(job)
     extra = after_fit(result, job) if after_fit is not None else {}
-    if spec.prior_candidate:
-        from hftraining.prior import hold_prior_unless_beaten, wanted
-
-        if wanted(spec.config.training.prior_candidate, job.panel):
-            extra.update(hold_prior_unless_beaten(result, job))
+    if wanted(spec.config.training.prior_candidate, spec.kind, job.panel):
+        extra.update(hold_prior_unless_beaten(result, job))
     if not distributed.context().is_main:
         return RunOutcome(spec.run_id, run_dir, spec.tensorboard_dir, result, meta, Tested())
     tested = test(result, run_dir, meta) if test is not None else Tested()

@@ -29,35 +29,38 @@ from hftraining import distributed
 log = logging.getLogger("hftraining")
 
 
-def wanted(setting, panel) -> bool:
-    """Whether `training.prior_candidate` asks for the check on this panel (auto: real data only)."""
+# Run kinds (hftraining.lifecycle.RunSpec.kind) of one-stock models trained from random weights: `single`
+# runs (also a study's and `base --compare-single`'s) and walk-forward folds. Base models, fine-tunes
+# (which keep their base instead) and portfolio policies (their own prior candidate) are not checked.
+CHECKED_KINDS = ("single", "walk_forward_fold")
+
+
+def wanted(setting, kind: str, panel) -> bool:
+    """Whether a run of this kind on this panel is checked under `training.prior_candidate` (auto: real data)."""
     from hftraining.data.synthetic import SOURCE
 
+    if kind not in CHECKED_KINDS:
+        return False
     if setting == "auto":
         return not any(source == SOURCE for source in panel.data_source.values())
     return bool(setting)
 
 
 def hold_prior_unless_beaten(result, job) -> dict:
-    """Compare the selected, calibrated weights with the prior on the job's validation range; keep the better.
+    """Compare the selected, calibrated weights with the prior on a one-symbol job's validation range; keep the better.
 
     Returns the metadata block {"prior": {holds_prior, validation_sharpe_model, validation_sharpe_prior}}.
     A tie holds the prior: training must beat it to trade.
     """
-    from hftraining.position_task import device_tensors, evaluate
+    from hftraining.evaluation import validation_sharpe
 
     model = result.model
-    device = next(model.parameters()).device
-    x, returns = device_tensors(job, device)
-
-    def validation_sharpe() -> float:
-        return float(evaluate(model, job, x, returns, job.splits.val)[0]["sharpe_ratio"])
-
+    x = torch.from_numpy(job.scaler.transform(job.panel)).to(next(model.parameters()).device)
     with torch.no_grad():
         model.holds_prior.fill_(False)
-        trained = validation_sharpe()
+        trained = validation_sharpe(model, job, x)
         model.holds_prior.fill_(True)
-        prior = validation_sharpe()
+        prior = validation_sharpe(model, job, x)
         holds = not trained > prior
         model.holds_prior.fill_(holds)
     if holds:

@@ -98,7 +98,7 @@ def _run_single(symbol: str, config: Config, resume: Optional[Path], progress: b
                    metadata={"world_size": ctx.world_size,
                              "global_batch_size": tcfg.batch_size * tcfg.grad_accum_steps * ctx.world_size},
                    also_claim=(report_dir,), resume=resume is not None, progress=progress, on_step=on_step,
-                   trials=[Trial("single", [symbol])], prior_candidate=True)
+                   trials=[Trial("single", [symbol])])
 
     def test(result: FitResult, run_dir: Path, meta: dict) -> Tested:
         info = {"run_id": run_id, "kind": "single", "run_dir": str(run_dir), "best_step": result.best_step,

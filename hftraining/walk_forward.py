@@ -121,8 +121,7 @@ def train_fold(fold: Fold, panel: Panel, symbol: str, config: Config, group_id: 
                    tensorboard_dir=layout.tensorboard("finetuned", run_id, [symbol]), config=config,
                    prepared=Prepared(panel, fold.splits, scaler), learning_rate=config.training.learning_rate,
                    max_steps=config.training.max_steps,
-                   metadata={"walk_forward": {"group_id": group_id, "fold": fold.index}}, progress=progress,
-                   prior_candidate=True)
+                   metadata={"walk_forward": {"group_id": group_id, "fold": fold.index}}, progress=progress)
 
     def test(result, run_dir, meta) -> Tested:
         s = panel.symbol_index(symbol)

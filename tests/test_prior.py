@@ -157,8 +157,11 @@ def test_auto_checks_real_data_only():
 
     real, synthetic = SimpleNamespace(data_source={"AAPL": "csv"}), SimpleNamespace(data_source={"DEMO": SOURCE})
     mixed = SimpleNamespace(data_source={"AAPL": "yahoo", "DEMO": SOURCE})
-    assert wanted("auto", real) and not wanted("auto", synthetic) and not wanted("auto", mixed)
-    assert wanted(True, synthetic) and not wanted(False, real)
+    assert wanted("auto", "single", real) and not wanted("auto", "single", synthetic)
+    assert not wanted("auto", "single", mixed)
+    assert wanted(True, "walk_forward_fold", synthetic) and not wanted(False, "single", real)
+    for kind in ("base", "finetune", "portfolio"):          # not one-stock models from scratch
+        assert not wanted(True, kind, real)
     for value, parsed in (("auto", "auto"), ("true", True), ("false", False)):
         assert load_config(TINY, [f"training.prior_candidate={value}"]).training.prior_candidate == parsed
     with pytest.raises(Exception, match="prior_candidate"):

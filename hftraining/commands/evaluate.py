@@ -56,8 +56,8 @@ def print_backtest_table(out: Output, title: str, result, rows: dict,
 def print_backtest(out: Output, result) -> Optional[str]:
     s = result.summary
     verdict = print_backtest_table(out, result.symbol, result, {"model": s["model"], **s["baselines"]})
-    if prior_line(result.metadata.get("prior")):
-        out.line(prior_line(result.metadata.get("prior")))
+    if held := prior_line(result.metadata.get("prior")):
+        out.line(held)
     out.line(f"forecaster: {s['forecast_backend']}")
     out.paths(report=result.html or result.report_dir)
     return verdict

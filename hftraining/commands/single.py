@@ -90,8 +90,8 @@ def print_single(out: Output, run) -> Optional[str]:
              f"*_at_target: rescaled to {run.test.get('sigma_target', 0.15):.0%} annual volatility)")
     verdict = out.verdict(rows)
     out.line(significance_line(run.test))
-    if prior_line(run.summary.get("prior")):
-        out.line(prior_line(run.summary.get("prior")))
+    if held := prior_line(run.summary.get("prior")):
+        out.line(held)
     out.paths(run=run.run_dir, report=run.summary.get("report_html") or run.report_dir,
               log=run.summary.get("log"),
               tensorboard=f"tensorboard --logdir {run.tensorboard_dir.parent.parent}")
